@@ -1,0 +1,93 @@
+"""The `keytriage` command line: the TUI by default, and the headless subcommands.
+
+Each subcommand lives in its own module, imported only when it runs, so that
+`keytriage` starts without loading the lab key, hvac or fido2 it does not need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from tui import __version__
+
+log = logging.getLogger("keytriage")
+
+# subcommand -> (module, help). Each module defines `add_arguments(parser)` and
+# `run(args) -> int`.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "scan": ("tui.scan_cli", "run the read-only triage without the TUI and print the result"),
+    "id": ("tui.identity_cli", "print the token ID and, with --explain, every ID candidate"),
+    "lab": ("tui.lab.cli", "list lab scenarios, serve a lab key to pcscd, or control a served key"),
+    "audit": ("tui.audit_cli", "print the audit trail, optionally for one token ID"),
+}
+
+LOG_LEVELS = ("TRAFFIC", "DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options every mode shares: lab scenario, logging and trace."""
+    parser.add_argument("--lab", metavar="SCENARIO", help="use the built-in lab key with this scenario instead of real readers (see 'keytriage lab list')")
+    parser.add_argument("--log-file", metavar="PATH", help="write the log to PATH (the TUI never logs to the terminal)")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        help="log level; TRAFFIC logs every APDU with secret data fields redacted (default: WARNING)")
+    parser.add_argument("--trace", metavar="FILE", help="write every APDU exchange to FILE, secret data fields replaced by their length")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="keytriage", description="Find which applet of a security key is locked, and fix it in the safest order.")
+    parser.add_argument("--version", action="version", version=f"keytriage {__version__}")
+    add_common_arguments(parser)
+    parser.add_argument("--ticket-file", metavar="PATH", help="also write the ticket summary to PATH when the TUI exits")
+
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        sub.set_defaults(module=module_name)
+        if name != "lab":
+            add_common_arguments(sub)
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub)
+    return parser
+
+
+def configure_logging(level_name: str, log_file: str | None, *, tui: bool) -> None:
+    """Send logs to `log_file`, or to stderr for headless commands; the TUI logs nowhere else."""
+    from tui.transport import TRAFFIC
+
+    level = TRAFFIC if level_name == "TRAFFIC" else getattr(logging, level_name)
+    root = logging.getLogger("keytriage")
+    root.setLevel(level)
+    root.propagate = False
+    if log_file:
+        handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+    elif tui:
+        handler = logging.NullHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run keytriage; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    if args.command is None:
+        configure_logging(args.log_level, args.log_file, tui=True)
+        from tui.ui.run import run_tui
+
+        return run_tui(args)
+
+    configure_logging(getattr(args, "log_level", "WARNING"), getattr(args, "log_file", None), tui=False)
+    module = importlib.import_module(args.module)
+    return module.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
