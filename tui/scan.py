@@ -1,0 +1,337 @@
+"""The read-only scan (runbook Steps 1 to 3): readers, tokens, IDs and smart-card state.
+
+`scan_all` lists the readers, connects to each card and reads its profile,
+ID candidates and PIN, PUK and admin key state without spending a try: no
+VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, UNLOCK PIN or EXTERNAL
+AUTHENTICATE with a data field is ever built here. It blocks, so callers run
+it on the device thread (`tui.device.DeviceOwner`). A number that was not
+read stays None with a state that says why; it is never reported as 0.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tui import aca, gp, piv
+from tui.apdu import Exchange, StatusKind
+from tui.errors import CardRemovedError, MalformedResponseError, PcscError
+from tui.identity import choose_token_id, id_candidates, id_sources_for
+from tui.model import (AdminKey, Counter, PcscProblem, PinState, Profile, ScanResult, SmartCardState, Source,
+                       TokenScan)
+from tui.profiles import Detection, detect_profile
+from tui.settings import SiteSettings
+from tui.transport import Channel, ExchangeObserver, ReaderBackend
+
+log = logging.getLogger("keytriage.scan")
+
+PUK_NOT_READABLE = "PUK tries cannot be read with public commands on this key; a wrong PUK spends a try"
+
+
+def scan_all(backend: ReaderBackend, settings: SiteSettings, *, observer: ExchangeObserver | None = None,
+             explain: bool = False) -> ScanResult:
+    """List every reader and scan the card in each; blocking, run it on the device thread.
+
+    A failure to list readers becomes `ScanResult.problem`; a failure on one
+    card becomes that token's `problem`. Readers without a card are listed
+    in `readers` but are not tokens. `explain` also reads the ID sources the
+    site does not use (GET DATA CHUID) for `keytriage id --explain`.
+    """
+    result = ScanResult(lab_scenario=_lab_scenario(backend))
+
+    def count(exchange: Exchange) -> None:
+        result.apdu_count += 1
+        if observer is not None:
+            observer(exchange)
+
+    try:
+        result.readers = list(backend.list_readers())
+    except PcscError as exc:
+        result.problem = exc.problem
+        result.problem_detail = str(exc)
+        log.warning("listing readers failed: %s", exc)
+        return result
+
+    if not result.readers:
+        result.problem = PcscProblem.NO_READERS
+        result.problem_detail = PcscProblem.NO_READERS.message
+        return result
+
+    empty_readers = 0
+    for reader in result.readers:
+        token = scan_reader(backend, reader, len(result.tokens), settings, observer=count, explain=explain)
+        if token.problem is PcscProblem.NO_CARD:
+            empty_readers += 1
+            continue
+        result.tokens.append(token)
+
+    if not result.tokens and empty_readers:
+        result.problem = PcscProblem.NO_CARD
+        result.problem_detail = PcscProblem.NO_CARD.message
+    return result
+
+
+def _lab_scenario(backend: ReaderBackend) -> str | None:
+    if not getattr(backend, "is_lab", False):
+        return None
+    for name in ("scenario_name", "scenario"):
+        value = getattr(backend, name, None)
+        if isinstance(value, str):
+            return value
+        if value is not None and isinstance(getattr(value, "name", None), str):
+            return value.name
+    return None
+
+
+def scan_reader(backend: ReaderBackend, reader: str, index: int, settings: SiteSettings, *,
+                observer: ExchangeObserver | None = None, explain: bool = False) -> TokenScan:
+    """Connect to the card in `reader` and read it inside one PC/SC transaction.
+
+    PC/SC failures end up in `TokenScan.problem` (NO_CARD when the reader is
+    empty). A reset by another connection restarts the read once; a second
+    reset is reported. The card is left powered on disconnect.
+    """
+    token = TokenScan(index=index, reader=reader, is_lab=bool(getattr(backend, "is_lab", False)))
+    transport = backend.open(reader)
+    try:
+        token.atr = transport.connect().hex().upper()
+    except PcscError as exc:
+        token.problem = exc.problem
+        token.error = str(exc)
+        return token
+
+    channel = Channel(transport, [observer] if observer else [])
+    try:
+        for attempt in (1, 2):
+            try:
+                with channel.transaction():
+                    _read_token(channel, token, settings, backend, explain)
+                break
+            except CardRemovedError as exc:
+                if exc.problem is PcscProblem.CARD_RESET and attempt == 1:
+                    log.info("card in %s was reset by another connection; reading it again", reader)
+                    _clear_readout(token)
+                    continue
+                _record_problem(token, exc)
+                break
+            except PcscError as exc:
+                _record_problem(token, exc)
+                break
+    finally:
+        try:
+            transport.disconnect()
+        except PcscError as exc:
+            log.info("disconnect from %s failed: %s", reader, exc)
+    return token
+
+
+def _record_problem(token: TokenScan, exc: PcscError) -> None:
+    token.problem = exc.problem
+    token.error = str(exc)
+    log.warning("scan of %s stopped: %s", token.reader, exc)
+
+
+def _clear_readout(token: TokenScan) -> None:
+    token.profile = Profile.UNKNOWN
+    token.smartcard = SmartCardState()
+    token.id_candidates = []
+    token.token_id = token.cuid = token.cuid_source = None
+
+
+def _wants_cplc(settings: SiteSettings, explain: bool) -> bool:
+    return explain or any(s in ("cplc", "cplc-gp") for sources in settings.id_sources.values() for s in sources)
+
+
+def _read_token(channel: Channel, token: TokenScan, settings: SiteSettings, backend: ReaderBackend, explain: bool) -> None:
+    """Read one token: CPLC, profile, smart-card state, then the token ID."""
+    sc = token.smartcard
+
+    # CPLC first: before any SELECT, the applet selected at power-up (often the
+    # card manager) may return it in one APDU.
+    cplc = None
+    if _wants_cplc(settings, explain):
+        try:
+            read = gp.read_cplc(channel)
+            cplc = read.cplc
+            if cplc is None:
+                sc.notes.append(f"no CPLC: {read.reason}")
+        except MalformedResponseError as exc:
+            sc.notes.append(f"CPLC not usable: {exc}")
+
+    detection = detect_profile(channel)
+    token.profile = detection.profile
+    sc.notes.extend(detection.notes)
+    sc.aca_present = detection.aca_present
+    sc.aca_version = detection.aca_version
+    sc.piv_present = detection.piv_present
+    if detection.firmware is not None:
+        sc.firmware = ".".join(str(part) for part in detection.firmware)
+
+    allow_unverified = bool(getattr(backend, "is_lab", False)) or settings.allow_unverified_commands
+    if detection.profile is Profile.HID_CRESCENDO:
+        _read_crescendo(channel, sc, allow_unverified)
+    elif detection.profile is Profile.YUBIKEY:
+        _read_yubikey(channel, sc, detection)
+    elif detection.profile is Profile.GENERIC_PIV:
+        _read_generic_piv(channel, sc)
+    else:
+        sc.pin = Counter(PinState.NOT_SUPPORTED, detail="neither the ACA nor the PIV applet answered SELECT")
+        sc.puk = Counter(PinState.NOT_SUPPORTED)
+
+    _choose_id(channel, token, cplc, settings, explain)
+
+
+def _read_crescendo(channel: Channel, sc: SmartCardState, allow_unverified: bool) -> None:
+    """ACA policy, admin key and PIN counter; the ACA is selected on entry."""
+    try:
+        sc.pin_policy, status = aca.get_pin_properties(channel)
+        if sc.pin_policy is None:
+            sc.notes.append(f"GET PIN PROPERTIES returned {status}")
+    except MalformedResponseError as exc:
+        sc.notes.append(f"PIN policy not read: {exc}")
+
+    sc.admin_key, status = aca.get_challenge(channel)
+    if sc.admin_key.present is None:
+        sc.notes.append(f"admin key state not read: GET CHALLENGE returned {status}")
+
+    aca_counter = None
+    if allow_unverified:
+        aca_counter = aca.query_aca_pin_status(channel, allowed=True)
+
+    piv_counter = None
+    piv_status = piv.select_piv(channel)
+    sc.piv_present = piv_status.kind is StatusKind.OK
+    if sc.piv_present:
+        piv_counter = piv.query_pin_status(channel)
+
+    sc.pin = _prefer_counter(piv_counter, aca_counter, sc, allow_unverified)
+    sc.puk = Counter(PinState.NOT_READABLE, detail=PUK_NOT_READABLE)
+
+
+def _prefer_counter(piv_counter: Counter | None, aca_counter: Counter | None, sc: SmartCardState,
+                    allow_unverified: bool) -> Counter:
+    """Pick the PIN counter: one with a number beats one without; on a tie the PIV status query wins."""
+    if piv_counter is None and aca_counter is None:
+        detail = "the PIV applet is absent and the ACA status query is unconfirmed"
+        if not allow_unverified:
+            detail += "; set [site] allow_unverified_commands = true to send it"
+        return Counter(PinState.UNKNOWN, detail=detail)
+    if piv_counter is None:
+        return aca_counter
+    if aca_counter is None:
+        return piv_counter
+
+    if (piv_counter.state, piv_counter.remaining) != (aca_counter.state, aca_counter.remaining):
+        sc.notes.append(f"PIV status query returned {piv_counter.text()}, ACA status query {aca_counter.text()}")
+    if piv_counter.remaining is None and aca_counter.remaining is not None:
+        return aca_counter
+    return piv_counter
+
+
+def _read_yubikey(channel: Channel, sc: SmartCardState, detection: Detection) -> None:
+    """Serial, then PIN, PUK and management key from GET METADATA (5.3+), else the status query."""
+    try:
+        sc.serial = piv.get_serial(channel)
+    except MalformedResponseError as exc:
+        sc.notes.append(f"serial not read: {exc}")
+
+    if detection.firmware is not None and detection.firmware < piv.METADATA_MIN_FIRMWARE:
+        sc.notes.append(f"firmware {sc.firmware} has no GET METADATA (5.3+); PIN tries from the PIV status query")
+        sc.pin = piv.query_pin_status(channel)
+        sc.puk = Counter(PinState.NOT_READABLE, detail=PUK_NOT_READABLE)
+        return
+
+    metadata, status = None, None
+    try:
+        metadata, status = piv.get_metadata(channel, piv.PIN_REFERENCE)
+    except MalformedResponseError as exc:
+        sc.notes.append(f"GET METADATA (PIN) reply not understood: {exc}")
+    if metadata is None:
+        if status is not None:
+            sc.notes.append(f"GET METADATA (PIN) returned {status}; PIN tries from the PIV status query")
+        sc.pin = piv.query_pin_status(channel)
+        sc.puk = Counter(PinState.NOT_READABLE, detail=PUK_NOT_READABLE)
+        return
+    sc.pin = piv.counter_from_metadata(metadata, "PIN")
+
+    try:
+        puk_metadata, status = piv.get_metadata(channel, piv.PUK_REFERENCE)
+        if puk_metadata is None:
+            sc.puk = Counter(PinState.UNKNOWN, detail=f"GET METADATA (PUK) returned {status}")
+        else:
+            sc.puk = piv.counter_from_metadata(puk_metadata, "PUK")
+    except MalformedResponseError as exc:
+        sc.puk = Counter(PinState.UNKNOWN, detail=f"GET METADATA (PUK) reply not understood: {exc}")
+
+    try:
+        key_metadata, status = piv.get_metadata(channel, piv.MANAGEMENT_KEY_REFERENCE)
+        if key_metadata is not None:
+            key_type = piv.MANAGEMENT_KEY_ALGORITHMS.get(key_metadata.algorithm) if key_metadata.algorithm is not None else None
+            sc.admin_key = AdminKey(True, key_type, Source.METADATA)
+            if key_metadata.is_default:
+                sc.notes.append("the PIV management key is the factory default")
+        else:
+            sc.notes.append(f"GET METADATA (management key) returned {status}")
+    except MalformedResponseError as exc:
+        sc.notes.append(f"management key metadata not understood: {exc}")
+
+
+def _read_generic_piv(channel: Channel, sc: SmartCardState) -> None:
+    """PIN tries from the PIV status query; the PUK is not readable (PIV is selected on entry)."""
+    sc.pin = piv.query_pin_status(channel)
+    sc.puk = Counter(PinState.NOT_READABLE, detail=PUK_NOT_READABLE)
+
+
+def _choose_id(channel: Channel, token: TokenScan, cplc: gp.Cplc | None, settings: SiteSettings, explain: bool) -> None:
+    """Collect the ID candidates, reading the CHUID only when it may be needed, and choose the ID."""
+    sc = token.smartcard
+    candidates = id_candidates(cplc, sc.serial)
+
+    # GET DATA CHUID costs an APDU (and a SELECT PIV on a Crescendo, whose ACA
+    # is selected): send it only when the GUID would be chosen or is asked for.
+    available = {c.source for c in candidates}
+    sources = id_sources_for(token.profile, settings)
+    guid_needed = explain or ("guid" in sources and not any(s in available for s in sources[:sources.index("guid")]))
+    if guid_needed and sc.piv_present:
+        # Every profile with PIV present ends its state read with PIV selected.
+        try:
+            guid, status = piv.read_chuid_guid(channel)
+            if guid is not None:
+                candidates = id_candidates(cplc, sc.serial, guid)
+            elif status.kind is not StatusKind.OK:
+                sc.notes.append(f"no CHUID GUID: GET DATA CHUID returned {status}")
+        except MalformedResponseError as exc:
+            sc.notes.append(f"CHUID not usable: {exc}")
+
+    token.id_candidates = candidates
+    choice = choose_token_id(token.profile, candidates, settings)
+    token.token_id, token.cuid, token.cuid_source = choice.token_id, choice.cuid, choice.cuid_source
+    if choice.token_id is None:
+        sc.notes.append(choice.reason)
+
+
+def next_step_for(token: TokenScan | None, problem: PcscProblem | None = None) -> str:
+    """Return the runbook step that follows the read-only scan of `token`.
+
+    A stand-in until the runbook engine decides: no token -> Step 1 stop with
+    the failed check; PIN blocked -> Step 6; PIN tries > 0 -> Step 4; no PIN
+    set -> check the token ID against the records.
+    """
+    if token is None:
+        failed = problem or PcscProblem.NO_CARD
+        return f"Step 1: stop, the check '{failed.check}' failed. {failed.message}"
+    if token.problem is not None:
+        return f"Step 1: stop, the check '{token.problem.check}' failed. {token.problem.message}"
+    if token.profile is Profile.UNKNOWN:
+        return "Step 1: stop, this card has neither a PIV nor an ACA applet; it is not a supported smart card."
+
+    pin = token.smartcard.pin
+    if pin.state is PinState.BLOCKED:
+        return "Step 6: the smart-card PIN is blocked; reset it with the PUK."
+    if pin.state is PinState.NOT_SET:
+        return "Step 4 (6A88): no PIN is set; check the token ID against the user's records, it may be another token."
+    if pin.state is PinState.OK and pin.remaining:
+        return "Step 4: test the PIN the user claims, once."
+    if pin.state is PinState.VERIFIED_COUNT_UNKNOWN:
+        return "Step 4: the PIN was verified in this session and is not blocked; test the user's PIN once if needed."
+    return "Step 3: the PIN tries could not be read; rescan before any verify, and do not guess."
+
