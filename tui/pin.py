@@ -25,6 +25,12 @@ HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 PUK_ENCODINGS = ("padded", "hex-8-bytes")
 
 
+def _text(value: Secret) -> str:
+    # A binary secret is checked byte by byte, each byte as one character.
+    raw = value.reveal()
+    return raw if isinstance(raw, str) else raw.decode("latin-1")
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -36,7 +42,7 @@ def _check_length(value: Secret, label: str, min_length: int, max_length: int) -
     if min_length <= len(encoded) <= max_length:
         return encoded
 
-    characters = len(value.reveal_text()) if isinstance(value.reveal(), str) else len(encoded)
+    characters = len(_text(value))
     if characters == len(encoded):
         raise PolicyError(f"{label} has {_plural(characters, 'character')}; this key needs {min_length} to {max_length}")
     raise PolicyError(f"{label} has {_plural(characters, 'character')} that take {len(encoded)} bytes in UTF-8; "
@@ -63,7 +69,7 @@ def encode_aca_pin(pin: Secret, policy: PinPolicy, *, label: str = "PIN") -> Sec
     A numeric-only policy allows the digits 0-9 (bytes 30-39) alone.
     """
     encoded = _check_length(pin, label, policy.min_length, policy.max_length)
-    if policy.numeric_only and not set(pin.reveal_text() if isinstance(pin.reveal(), str) else encoded.decode("latin-1")) <= DIGITS:
+    if policy.numeric_only and not set(_text(pin)) <= DIGITS:
         raise PolicyError(f"{label} contains characters other than the digits 0-9; this key accepts digits only")
     return _pad(encoded, f"{label} (encoded)")
 
@@ -82,7 +88,7 @@ def encode_puk(puk: Secret, encoding: str = "padded") -> Secret:
     if encoding != "hex-8-bytes":
         raise PolicyError(f"unknown PUK encoding {encoding!r}; use one of {', '.join(PUK_ENCODINGS)}")
 
-    text = puk.reveal_text() if isinstance(puk.reveal(), str) else puk.reveal_bytes().decode("latin-1")
+    text = _text(puk)
     if len(text) != 2 * PADDED_LENGTH:
         raise PolicyError(f"PUK has {_plural(len(text), 'character')}; the hex-8-bytes encoding needs 16 hex digits")
     if not set(text) <= HEX_DIGITS:
