@@ -1,11 +1,76 @@
-"""Placeholder until the subcommand lands."""
+"""`keytriage scan`: the read-only triage (runbook Steps 1 to 3) without the TUI.
+
+Stdout carries only the result (JSON with --json, else a table). Exit codes:
+0 the scan ran, even when it found no reader or no token, because that is a
+finding; 2 the command could not start (unknown lab scenario, invalid config
+file), with a one-line reason on stderr; 3 the smart-card stack could not be
+used (pcscd missing or stopped, access refused), with the reason on stderr
+and, with --json, the result and its problem on stdout too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+# Listing failures that mean the scan did not run at all, as opposed to "no token".
+STACK_FAILURE_EXIT = 3
+START_FAILURE_EXIT = 2
 
 
-def add_arguments(parser):
-    """Add no options yet."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --json."""
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
 
 
-def run(args):
-    """Report that the subcommand is not built yet."""
-    print("not implemented yet")
-    return 2
+def run_scan(lab: str | None, *, explain: bool = False):
+    """Open the backend and run the scan on a device-owner thread; return the `ScanResult`.
+
+    Raises `LabError` for an unknown scenario and `PolicyError` for an
+    invalid config file.
+    """
+    from tui.backends import open_backend
+    from tui.device import DeviceOwner
+    from tui.scan import scan_all
+    from tui.settings import SiteSettings
+
+    settings = SiteSettings.load()
+    owner = DeviceOwner()
+    try:
+        backend = owner.run(open_backend, lab)
+        return owner.run(scan_all, backend, settings, explain=explain)
+    finally:
+        owner.shutdown()
+
+
+def stack_failed(result) -> bool:
+    """True when listing readers failed, so the scan did not run."""
+    from tui.model import PcscProblem
+
+    return result.problem is not None and result.problem not in (PcscProblem.NO_READERS, PcscProblem.NO_CARD)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the scan and print it; return the exit code described in the module docstring."""
+    from tui.errors import KeytriageError, PcscError
+    from tui.scan_json import result_to_dict, result_to_text
+
+    # TODO: --trace is accepted but not written yet; the trace writer comes with the trace feature.
+    try:
+        result = run_scan(args.lab)
+    except PcscError as exc:
+        print(f"keytriage scan: {exc}", file=sys.stderr)
+        return STACK_FAILURE_EXIT
+    except KeytriageError as exc:
+        print(f"keytriage scan: {exc}", file=sys.stderr)
+        return START_FAILURE_EXIT
+
+    if args.json:
+        print(json.dumps(result_to_dict(result), indent=2))
+    if stack_failed(result):
+        print(f"keytriage scan: {result.problem_detail or result.problem.message}", file=sys.stderr)
+        return STACK_FAILURE_EXIT
+    if not args.json:
+        print(result_to_text(result), end="")
+    return 0

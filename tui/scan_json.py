@@ -1,0 +1,125 @@
+"""The scan result as JSON-ready data and as a plain-text table, for `keytriage scan`.
+
+Numbers that were not read are null, never 0, and each counter says which
+command produced it (`source`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tui.model import AdminKey, Counter, PinPolicy, ScanResult, TokenScan
+from tui.scan import next_step_for
+
+
+def counter_to_dict(counter: Counter) -> dict[str, Any]:
+    """A PIN or PUK counter as JSON data."""
+    return {
+        "tries_remaining": counter.remaining,
+        "tries_total": counter.total,
+        "state": counter.state.value,
+        "source": counter.source.value,
+        "is_default": counter.is_default,
+        "detail": counter.detail,
+    }
+
+
+def admin_key_to_dict(admin_key: AdminKey) -> dict[str, Any]:
+    """The admin key state as JSON data; `present` is null when unknown."""
+    return {"present": admin_key.present, "type": admin_key.key_type, "source": admin_key.source.value}
+
+
+def pin_policy_to_dict(policy: PinPolicy | None) -> dict[str, Any] | None:
+    """The key's PIN policy as JSON data, or None when the key has none to read."""
+    if policy is None:
+        return None
+    return {"min_length": policy.min_length, "max_length": policy.max_length,
+            "numeric_only": policy.numeric_only, "source": policy.source.value}
+
+
+def token_to_dict(token: TokenScan) -> dict[str, Any]:
+    """One token as JSON data."""
+    sc = token.smartcard
+    return {
+        "index": token.index,
+        "reader": token.reader,
+        "profile": token.profile.value,
+        "id": str(token.token_id) if token.token_id else None,
+        "cuid": token.cuid,
+        "cuid_source": token.cuid_source,
+        "id_candidates": [{"source": c.source, "value": c.value, "description": c.description} for c in token.id_candidates],
+        "atr": token.atr,
+        "is_lab": token.is_lab,
+        "problem": _problem(token.problem),
+        "error": token.error,
+        "smartcard": {
+            "pin": counter_to_dict(sc.pin),
+            "puk": counter_to_dict(sc.puk),
+            "admin_key": admin_key_to_dict(sc.admin_key),
+            "pin_policy": pin_policy_to_dict(sc.pin_policy),
+            "aca_present": sc.aca_present,
+            "aca_version": sc.aca_version,
+            "piv_present": sc.piv_present,
+            "serial": sc.serial,
+            "firmware": sc.firmware,
+            "notes": list(sc.notes),
+        },
+        "next_step": next_step_for(token),
+    }
+
+
+def _problem(problem) -> dict[str, Any] | None:
+    if problem is None:
+        return None
+    return {"name": problem.name.lower(), "code": f"0x{problem.code:08X}", "check": problem.check, "message": problem.message}
+
+
+def result_to_dict(result: ScanResult) -> dict[str, Any]:
+    """The whole scan as JSON data; `next_step` is set at the top level only when no token was found."""
+    return {
+        "lab": result.lab_scenario,
+        "readers": list(result.readers),
+        "problem": _problem(result.problem),
+        "problem_detail": result.problem_detail or None,
+        "apdu_count": result.apdu_count,
+        "tokens": [token_to_dict(token) for token in result.tokens],
+        "next_step": None if result.tokens else next_step_for(None, result.problem),
+    }
+
+
+COLUMNS = ("#", "Reader", "Profile", "Token ID", "PIN", "PUK", "Admin key")
+
+
+def result_to_text(result: ScanResult) -> str:
+    """The scan as a plain-text table with the next step of each token below it."""
+    lines = []
+    if result.lab_scenario:
+        lines.append(f"Lab key, scenario {result.lab_scenario}")
+    if not result.tokens:
+        if result.readers:
+            lines.append(f"Readers: {', '.join(result.readers)}")
+        lines.append(f"No token. {next_step_for(None, result.problem)}")
+        return "\n".join(lines) + "\n"
+
+    rows = [COLUMNS]
+    for token in result.tokens:
+        sc = token.smartcard
+        rows.append((
+            str(token.index),
+            token.reader,
+            token.profile.label,
+            str(token.token_id) if token.token_id else "none",
+            sc.pin.text() if token.problem is None else "not read",
+            sc.puk.text() if token.problem is None else "not read",
+            sc.admin_key.text() if token.problem is None else "not read",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+    lines.append("")
+    for token in result.tokens:
+        if token.problem is not None:
+            lines.append(f"{token.index}: problem: {token.error or token.problem.message}")
+        lines.append(f"{token.index}: next: {next_step_for(token)}")
+    return "\n".join(lines) + "\n"
