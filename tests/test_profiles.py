@@ -1,4 +1,4 @@
-"""Profile detection by what the key answers, per lab scenario and per fake card."""
+"""Profile detection by the commands a key accepts, per lab scenario and per fake card."""
 
 import pytest
 

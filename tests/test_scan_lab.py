@@ -1,4 +1,4 @@
-"""Scan values per lab scenario: what the technician sees after Steps 1 to 3."""
+"""Scan values per lab scenario: the state shown to the technician after Steps 1 to 3."""
 
 import pytest
 

@@ -1,8 +1,8 @@
 """GlobalPlatform CPLC (card production life cycle) data: GET DATA tag 9F7F and its fields.
 
 The CPLC is the usual per-chip production record, and its IC serial number
-and batch give a 10-byte card unique ID (CUID). Which applet answers GET
-DATA 9F7F is card-specific, so the reader tries the selected applet first
+and batch give a 10-byte card unique ID (CUID). Which applet returns the
+CPLC to GET DATA 9F7F is card-specific, so the reader tries the selected applet first
 and then the card managers (issuer security domains) by AID.
 """
 
@@ -110,7 +110,7 @@ def read_cplc(channel: Channel) -> CplcRead:
         response, status = channel.send(GET_CPLC_COMMAND)
         if status.kind is StatusKind.OK:
             return CplcRead(parse_cplc(response.data), card_manager=aid)
-        # This card manager exists but holds no CPLC; another one will not either.
+        # This card manager exists but has no CPLC, so another one will not have it either.
         reasons.append(f"GET DATA CPLC in {aid.hex().upper()} returned {status}")
         break
 

@@ -9,7 +9,7 @@ contexts must not be shared across threads.
 A context that reported "no service" or "service stopped" is dropped, and
 the next call establishes a new one, so the key reappears after pcscd
 restarts without restarting keytriage. A sharing violation (another process
-holds the reader exclusively, often gpg's scdaemon) is reported as such;
+has exclusive access to the reader, often gpg's scdaemon) is reported as such;
 keytriage never kills that process and never counts it as a PIN failure.
 """
 
@@ -61,7 +61,7 @@ def problem_for_code(code: int) -> PcscProblem:
 
 
 def error_for_code(code: int, operation: str) -> PcscError:
-    """Build the typed error for a failed PC/SC call; `operation` says what was attempted."""
+    """Build the typed error for a failed PC/SC call; `operation` names the failed step."""
     code &= 0xFFFFFFFF
     problem = problem_for_code(code)
     if problem is PcscProblem.UNKNOWN:

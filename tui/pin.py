@@ -57,7 +57,7 @@ def encode_piv_pin(pin: Secret, *, label: str = "PIN") -> Secret:
     """Validate a PIV PIN (6 to 8 bytes) and return it FF-padded to 8 bytes.
 
     Any UTF-8 text is accepted, as YubiKeys accept any ASCII; SP 800-73-4
-    itself asks for digits, which the site may enforce on its own.
+    itself requires digits, which the site may enforce on its own.
     """
     encoded = _check_length(pin, label, PIV_MIN_LENGTH, PIV_MAX_LENGTH)
     return _pad(encoded, f"{label} (encoded)")

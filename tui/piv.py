@@ -21,7 +21,7 @@ PIN_REFERENCE = 0x80
 PUK_REFERENCE = 0x81
 MANAGEMENT_KEY_REFERENCE = 0x9B
 
-# YubiKey firmware that answers GET METADATA (Yubico documents it from 5.3).
+# YubiKey firmware that supports GET METADATA (Yubico documents it from 5.3).
 METADATA_MIN_FIRMWARE = (5, 3, 0)
 
 # PIV algorithm identifiers of the management key, as GET METADATA returns them

@@ -1,4 +1,4 @@
-"""Profile detection: which command set a token speaks, decided by what it answers.
+"""Profile detection: which command set a token speaks, decided by the commands it accepts.
 
 SELECT ACA answered 9000 -> HID Crescendo. Otherwise SELECT PIV answered
 9000 and GET VERSION (a Yubico instruction in the PIV applet) answered ->
@@ -36,7 +36,7 @@ from tui.transport import Channel
 
 @dataclass
 class Detection:
-    """What detection learned; the scan reuses it instead of asking again."""
+    """Detection results, which the scan reuses instead of sending the commands again."""
 
     profile: Profile
     aca_status: Status | None = None

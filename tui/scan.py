@@ -1,7 +1,7 @@
 """The read-only scan (runbook Steps 1 to 3): readers, tokens, IDs and smart-card state.
 
 `scan_all` lists the readers, connects to each card and reads its profile,
-ID candidates and PIN, PUK and admin key state without spending a try: no
+ID candidates and PIN, PUK and admin key state without spending a try. No
 VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, UNLOCK PIN or EXTERNAL
 AUTHENTICATE with a data field is ever built here. It blocks, so callers run
 it on the device thread (`tui.device.DeviceOwner`). A number that was not

@@ -1,11 +1,13 @@
 """`keytriage scan`: the read-only triage (runbook Steps 1 to 3) without the TUI.
 
 Stdout carries only the result (JSON with --json, else a table). Exit codes:
-0 the scan ran, even when it found no reader or no token, because that is a
-finding; 2 the command could not start (unknown lab scenario, invalid config
-file), with a one-line reason on stderr; 3 the smart-card stack could not be
-used (pcscd missing or stopped, access refused), with the reason on stderr
-and, with --json, the result and its problem on stdout too.
+- 0: the scan ran, even when it found no reader or no token, because that
+  is a finding.
+- 2: the command could not start (unknown lab scenario, invalid config
+  file). A one-line reason goes to stderr.
+- 3: the smart-card stack could not be used (pcscd missing or stopped,
+  access refused). The reason goes to stderr and, with --json, the result
+  with its problem to stdout too.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The scan result as JSON-ready data and as a plain-text table, for `keytriage scan`.
 
-Numbers that were not read are null, never 0, and each counter says which
-command produced it (`source`).
+Numbers that were not read are null, never 0, and each counter names the
+command that produced it (`source`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tui.scan import next_step_for
 
 
 def counter_to_dict(counter: Counter) -> dict[str, Any]:
-    """A PIN or PUK counter as JSON data."""
+    """Convert a PIN or PUK counter to JSON data."""
     return {
         "tries_remaining": counter.remaining,
         "tries_total": counter.total,
@@ -25,12 +25,12 @@ def counter_to_dict(counter: Counter) -> dict[str, Any]:
 
 
 def admin_key_to_dict(admin_key: AdminKey) -> dict[str, Any]:
-    """The admin key state as JSON data; `present` is null when unknown."""
+    """Convert the admin key state to JSON data; `present` is None when unknown."""
     return {"present": admin_key.present, "type": admin_key.key_type, "source": admin_key.source.value}
 
 
 def pin_policy_to_dict(policy: PinPolicy | None) -> dict[str, Any] | None:
-    """The key's PIN policy as JSON data, or None when the key has none to read."""
+    """Convert the key's PIN policy to JSON data, or None when the key has none to read."""
     if policy is None:
         return None
     return {"min_length": policy.min_length, "max_length": policy.max_length,
@@ -38,7 +38,7 @@ def pin_policy_to_dict(policy: PinPolicy | None) -> dict[str, Any] | None:
 
 
 def token_to_dict(token: TokenScan) -> dict[str, Any]:
-    """One token as JSON data."""
+    """Convert one token to JSON data."""
     sc = token.smartcard
     return {
         "index": token.index,
@@ -75,7 +75,7 @@ def _problem(problem) -> dict[str, Any] | None:
 
 
 def result_to_dict(result: ScanResult) -> dict[str, Any]:
-    """The whole scan as JSON data; `next_step` is set at the top level only when no token was found."""
+    """Convert the whole scan to JSON data; the top-level `next_step` is set only when no token was found."""
     return {
         "lab": result.lab_scenario,
         "readers": list(result.readers),
@@ -91,7 +91,7 @@ COLUMNS = ("#", "Reader", "Profile", "Token ID", "PIN", "PUK", "Admin key")
 
 
 def result_to_text(result: ScanResult) -> str:
-    """The scan as a plain-text table with the next step of each token below it."""
+    """Format the scan as a plain-text table with the next step of each token below it."""
     lines = []
     if result.lab_scenario:
         lines.append(f"Lab key, scenario {result.lab_scenario}")
