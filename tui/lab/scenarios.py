@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from tui.errors import LabError
 from tui.lab.aca import AcaApplet, aca_admin_key, aca_pin
 from tui.lab.card import AdminKeyType, Applet, CredentialStore, ReferenceData, VirtualCard, reference
+from tui.lab.fido_applet import FidoApplet, attach_fido_applet
 from tui.lab.gp import LAB_CPLC_FABRICATOR, CardManager, CplcMode, lab_cplc, lab_serial
+from tui.lab.oath import hotp_slot, install_hid_oath
 from tui.lab.piv import (
     CHUID_TAG,
     PivApplet,
@@ -31,6 +33,7 @@ from tui.lab.piv import (
     yubikey_pin,
     yubikey_puk,
 )
+from tui.lab.soft_fido import SoftAuthenticator, SoftCredential
 from tui.secret import Secret
 
 # Reader names as pcscd reports the real devices (name, then slot and index).
@@ -49,6 +52,8 @@ ATR_YUBIKEY_5 = bytes.fromhex("3BFD1300008131FE158073C021C057597562694B657940")
 # The fixed AES-128 admin key of lab Crescendo keys: never a real key, and its
 # first bytes repeat the lab fabricator code so a lab key is recognisable in a trace.
 LAB_ADMIN_KEY = bytes.fromhex("1AB01AB0000000000000000000004C41")
+# An older lab admin key that no lab token holds any more: the stale record "on file".
+LAB_STALE_ADMIN_KEY = bytes.fromhex("1AB01AB0000000000000000000005354")
 
 
 def lab_atr(historical: bytes) -> bytes:
@@ -209,13 +214,29 @@ def generic_puk(value: str, tries_left: int | None = None, max_tries: int = 10) 
     return reference(value, max_tries, tries_left, kind="PIV PUK")
 
 
+def with_fido(key: LabKey, authenticator: SoftAuthenticator, **applet_options) -> LabKey:
+    """Add a FIDO applet backed by `authenticator` to `key`'s card, reachable over PC/SC and the lab's USB HID."""
+    if key.card is None:
+        raise LabError(f"lab reader {key.reader!r} has no card to carry a FIDO applet")
+    attach_fido_applet(key.card, authenticator, **applet_options)
+    key.description += " + FIDO2"
+    return key
+
+
+def lab_fido_credentials(*pairs: tuple[str, str]) -> list[SoftCredential]:
+    """Build discoverable credentials from (relying-party ID, user name) pairs; lab names only."""
+    return [SoftCredential(rp_id, user_name, display_name=user_name.title()) for rp_id, user_name in pairs]
+
+
 # --- the scenarios ------------------------------------------------------------------------
 
 
-@scenario("healthy", "HID Crescendo-style key, nothing locked: PIN 8 of 8 tries, AES-128 admin key, CPLC readable")
+@scenario("healthy", "HID Crescendo-style key, nothing locked: PIN 8 of 8 tries, AES-128 admin key, CPLC readable, FIDO PIN 8 of 8")
 def _healthy() -> list[LabKey]:
     key = crescendo_key(1, pin=aca_pin("13572468"))
     key.holder_knows["aca-pin"] = Secret("13572468", "ACA PIN")
+    with_fido(key, SoftAuthenticator(pin="246813", credentials=lab_fido_credentials(("login.example.com", "lab-user"))))
+    key.holder_knows["fido-pin"] = Secret("246813", "FIDO PIN")
     return [key]
 
 
@@ -264,10 +285,55 @@ def _no_token() -> list[LabKey]:
     return [LabKey(READER_EMPTY, None, None, description="empty reader")]
 
 
+@scenario("otp-drift", "HID Crescendo-style key, smart card healthy, OTP slot 1 HOTP configured and 1042 codes in (server behind)")
+def _otp_drift() -> list[LabKey]:
+    key = crescendo_key(9, pin=aca_pin("86421357"))
+    install_hid_oath(key.card, {1: hotp_slot(counter=1042, name="VPN OTP")}, store=key.store)
+    key.holder_knows["aca-pin"] = Secret("86421357", "ACA PIN")
+    return [key]
+
+
+@scenario("xauth-stale", "HID Crescendo-style key with an AES-128 admin key; the admin key on file is an older, stale one")
+def _xauth_stale() -> list[LabKey]:
+    key = crescendo_key(10, pin=aca_pin("97531864"), admin_key=LAB_ADMIN_KEY)
+    key.escrow["admin-key"] = Secret(LAB_STALE_ADMIN_KEY.hex().upper(), "admin key")
+    key.holder_knows["aca-pin"] = Secret("97531864", "ACA PIN")
+    return [key]
+
+
+@scenario("fido-not-set", "HID Crescendo-style key with PIV and FIDO2; no FIDO PIN set (clientPin false)")
+def _fido_not_set() -> list[LabKey]:
+    return [with_fido(crescendo_key(21), SoftAuthenticator())]
+
+
+@scenario("fido-healthy", "HID Crescendo-style key with PIV and FIDO2; FIDO PIN set, 8 of 8 tries, credentials for two relying parties")
+def _fido_healthy() -> list[LabKey]:
+    credentials = lab_fido_credentials(("example.com", "alice"), ("example.com", "bob"), ("example.org", "alice"))
+    key = with_fido(crescendo_key(22), SoftAuthenticator(pin="975310", credentials=credentials))
+    key.holder_knows["fido-pin"] = Secret("975310", "FIDO PIN")
+    return [key]
+
+
+@scenario("fido-auth-blocked", "HID Crescendo-style key with PIV and FIDO2 after 3 wrong FIDO PINs in a row: 5 of 8 tries, power cycle required")
+def _fido_auth_blocked() -> list[LabKey]:
+    authenticator = SoftAuthenticator(pin="864201", pin_retries=5, consecutive_mismatches=3,
+                                      credentials=lab_fido_credentials(("example.com", "alice")))
+    key = with_fido(crescendo_key(23), authenticator)
+    key.holder_knows["fido-pin"] = Secret("864201", "FIDO PIN")
+    return [key]
+
+
+@scenario("fido-blocked", "HID Crescendo-style key with PIV and FIDO2; FIDO PIN blocked (0 of 8 tries), only a FIDO reset recovers it")
+def _fido_blocked() -> list[LabKey]:
+    authenticator = SoftAuthenticator(pin="531864", pin_retries=0, credentials=lab_fido_credentials(("example.com", "alice")))
+    return [with_fido(crescendo_key(24), authenticator)]
+
+
 __all__ = [
     "ATR_CRESCENDO",
     "ATR_GENERIC_PIV",
     "ATR_YUBIKEY_5",
+    "FidoApplet",
     "LabKey",
     "SCENARIOS",
     "Scenario",
@@ -276,8 +342,10 @@ __all__ = [
     "generic_puk",
     "get_scenario",
     "lab_atr",
+    "lab_fido_credentials",
     "lab_guid",
     "piv_key",
     "scenario",
+    "with_fido",
     "yubikey",
 ]
