@@ -184,7 +184,7 @@ class VaultTestServer:
         handler = type("Handler", (_Handler,), {"vault": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="vault-test-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="vault-test-server", daemon=True)
         self._thread.start()
         return self
 
@@ -637,3 +637,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_LIST = do_HEAD = _dispatch
+
+
+def writer_rules(mount: str = "secret", base: str = "keytriage/tokens", *, read_values: bool = False, update_metadata: bool = True) -> dict[str, list[str]]:
+    """Return the usual technician policy: write records, read metadata, no read of values unless asked."""
+    data = ["create", "update"] + (["read"] if read_values else [])
+    metadata = ["read"] + (["update"] if update_metadata else [])
+    return {f"{mount}/data/{base}/*": data, f"{mount}/metadata/{base}/*": metadata}
