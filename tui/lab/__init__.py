@@ -1,4 +1,4 @@
-"""The lab key: an emulated security key that answers the same APDUs as real ones.
+"""The lab key: an emulated security key that returns the same responses to APDUs as real ones.
 
 Used by the tests, for training and for demos (`keytriage --lab SCENARIO`).
 

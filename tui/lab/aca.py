@@ -90,10 +90,10 @@ class AcaApplet(Applet):
         self.version = version
         self.pin_lengths = pin_lengths
         self.numeric_only = numeric_only
-        # NOTE: which command spends a try of the unlock counter is not
-        # documented. HID only says UNLOCK PIN answers 63CX "XAUTH1 not
-        # authenticated, X unlock tries left". Both switches on is the strict
-        # guess: a host that probes UNLOCK PIN or guesses admin keys loses tries.
+        # NOTE: HID does not document which command spends a try of the unlock
+        # counter, only that UNLOCK PIN returns 63CX "XAUTH1 not authenticated,
+        # X unlock tries left". Both switches on is the strict guess, so a host
+        # that probes UNLOCK PIN or tries a wrong admin key loses tries here.
         self.bad_cryptogram_spends_unlock_try = bad_cryptogram_spends_unlock_try
         self.unauthenticated_unlock_spends_try = unauthenticated_unlock_spends_try
         self._challenge: bytes | None = None
@@ -204,7 +204,7 @@ class AcaApplet(Applet):
         if not pin.attempt(data[:8]):
             self.store.pin_verified = False
             return tries_sw(pin.tries_left)
-        pin.replace(strip_ff(data[8:]))
+        pin.set_value(strip_ff(data[8:]))
         return SW_OK
 
     # --- admin key ---
@@ -215,7 +215,7 @@ class AcaApplet(Applet):
         key = self.store.admin_key
         if key is None:
             return SW_NOT_DEFINED
-        # The challenge length tells the host the key type: 8 bytes 3DES, 16 bytes AES-128.
+        # The challenge length reveals the key type: 8 bytes 3DES, 16 bytes AES-128.
         self._challenge = os.urandom(key.key_type.block_size)
         return self._challenge + SW_OK
 
@@ -258,7 +258,7 @@ class AcaApplet(Applet):
         if self.store.pin is None:
             self.store.pin = aca_pin(new_pin)
         else:
-            self.store.pin.replace(new_pin)
+            self.store.pin.set_value(new_pin)
         key.unlock_tries_left = key.unlock_max_tries
         return SW_OK
 

@@ -1,10 +1,10 @@
 """The lab key as a `ReaderBackend`: readers and transports served in process, no pcscd.
 
 `LabBackend` builds a scenario's keys and serves each in its reader. Its
-transports behave like pyscard connections opened with SCARD_LEAVE_CARD:
-connecting to an empty reader fails with "no card", a handle whose card was
-removed keeps failing with "card removed" even after the card is back until
-it connects again, and a transaction blocks other threads' APDUs to that card.
+transports behave like pyscard connections opened with SCARD_LEAVE_CARD.
+Connecting to an empty reader fails with "no card". A handle whose card was
+removed fails with "card removed" until it connects again, even after the
+card is back. A transaction blocks other threads' APDUs to that card.
 """
 
 from __future__ import annotations

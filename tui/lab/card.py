@@ -39,8 +39,8 @@ INS_SELECT = 0xA4
 INS_GET_RESPONSE = 0xC0
 CLA_CHAINING = 0x10
 
-# A short response carries at most 256 data bytes; longer data goes out in
-# pieces behind 61xx, and the host fetches the rest with GET RESPONSE.
+# A short response carries at most 256 data bytes. Longer data goes out in
+# pieces ending in 61xx, so the host fetches the rest with GET RESPONSE.
 MAX_SHORT_RESPONSE = 256
 
 
@@ -91,7 +91,7 @@ def strip_ff(block: bytes) -> bytes:
 class ReferenceData:
     """A PIN or PUK: its value, retry counter and factory default.
 
-    `value` is the unpadded secret; it is compared as an 8-byte FF-padded block.
+    `value` is the unpadded secret, compared as an 8-byte FF-padded block.
     """
 
     value: Secret
@@ -127,7 +127,7 @@ class ReferenceData:
         self.tries_left = max(0, self.tries_left - 1)
         return False
 
-    def replace(self, value: bytes) -> None:
+    def set_value(self, value: bytes) -> None:
         """Set a new value and restore every try."""
         self.value = Secret(value, self.value.kind)
         self.tries_left = self.max_tries
@@ -243,7 +243,7 @@ class Applet:
 
     @property
     def aids(self) -> tuple[bytes, ...]:
-        """Every AID that selects this applet (a card manager answers to several)."""
+        """Every AID that selects this applet (a card manager has several)."""
         return (self.aid,)
 
     def select(self, p1: int, p2: int, data: bytes) -> bytes:
@@ -261,7 +261,7 @@ class Applet:
         """Return True for a command this applet takes even while another applet is selected.
 
         Used for card-global commands such as GET DATA CPLC on cards whose OS
-        answers it whatever is selected.
+        processes it whatever applet is selected.
         """
         return False
 
@@ -316,7 +316,7 @@ class VirtualCard:
     """An emulated card that receives raw APDUs and dispatches them to its applets.
 
     `no_applet_sw` is the status word for a command when no applet is
-    selected (6D00, as a card runtime without a default applet answers).
+    selected (6D00, as a card runtime without a default applet returns).
     `default_applet` is the applet selected by a SELECT with an empty AID,
     as a GlobalPlatform card selects its card manager.
     """
@@ -463,7 +463,7 @@ class VirtualCard:
             self.selected.deselect()
         self.selected = target
         if command.p2 & 0x0C == 0x0C:
-            # P2=0C asks for no response data.
+            # P2=0C requests no response data.
             return SW_OK
         return response
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from tui.lab.card import SW_OK, Applet, sw_bytes, tlv
 
 # The project's reserved IC fabricator code for lab CPLC data.
-# NOTE: 0x1AB0 is not an assigned fabricator code as far as we know; it was
-# picked because no real chip seen so far uses it. If one ever does, lab and
-# real CUIDs could collide: pick another code here.
+# NOTE: 0x1AB0 is not an assigned fabricator code as far as we know. If a real
+# chip ever carries it, lab and real CUIDs could collide, so change it here.
 LAB_CPLC_FABRICATOR = 0x1AB0
 
-# Lab YubiKey serials: eight digits starting with 99, which no shipped YubiKey
-# serial is known to use.
+# Lab YubiKey serials: eight digits starting with 99.
+# NOTE: this range is the project's reservation, not Yubico's, so a real key
+# could in principle carry such a serial.
 LAB_SERIAL_RANGE = range(99_000_000, 100_000_000)
 
 # IC type and batch of every lab chip: distinct bytes, so the CoolKey CUID order
@@ -119,16 +119,16 @@ def is_lab_cplc(cplc: bytes) -> bool:
 class CplcMode(str, enum.Enum):
     """When the card returns CPLC data to GET DATA 9F7F."""
 
-    ANY_TIME = "any-time"  # the card OS answers whatever applet is selected
+    ANY_TIME = "any-time"  # the card OS returns CPLC whatever applet is selected
     AFTER_SELECT = "after-select"  # only while the card manager is selected
-    ABSENT = "absent"  # never: the card manager answers `missing_sw`
+    ABSENT = "absent"  # never: the card manager returns `missing_sw`
 
 
 class CardManager(Applet):
-    """A GlobalPlatform issuer security domain that answers SELECT and GET DATA CPLC.
+    """A GlobalPlatform issuer security domain that processes SELECT and GET DATA CPLC.
 
-    It answers to both the GlobalPlatform AID A000000151000000 and the older
-    Open Platform AID A000000003000000.
+    Both the GlobalPlatform AID A000000151000000 and the older Open Platform
+    AID A000000003000000 select it.
     """
 
     aid = ISD_AID_GP

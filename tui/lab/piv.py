@@ -1,9 +1,11 @@
 """The lab PIV applet: SP 800-73-4 PIN handling and data objects, plus the YubiKey extensions.
 
 Status words follow SP 800-73-4 Part 2 and Yubico's published APDU pages:
-VERIFY with no data is a status query that spends no try (63Cx, 9000 when
-already verified, 6983 when blocked); a wrong PIN answers 63Cx with the tries
-left, 63C0 on the attempt that blocks it, and 6983 afterwards. `PivQuirks`
+VERIFY with no data is a status query that spends no try: it returns 63Cx,
+9000 when already verified, or 6983 when blocked. A wrong PIN returns 63Cx
+with the tries left, 63C0 on the attempt that blocks it, and 6983 afterwards.
+NOTE: whether real cards return 63C0 or 6983 on the blocking attempt varies;
+hosts must treat both as blocked. `PivQuirks`
 switches on the deviations that OpenSC records for real YubiKeys.
 """
 
@@ -85,9 +87,9 @@ METADATA_MIN_FIRMWARE = (5, 3, 0)
 class PivQuirks:
     """Known deviations of real PIV cards, each off by default.
 
-    - `counter_in_630x`: YubiKey NEO answers 630x instead of 63Cx.
-    - `metadata_absent`: GET METADATA answers 6D00 whatever the firmware.
-    - `status_query_never_ok`: a status query answers 63Cx even when verified
+    - `counter_in_630x`: YubiKey NEO returns 630x instead of 63Cx.
+    - `metadata_absent`: GET METADATA returns 6D00 whatever the firmware.
+    - `status_query_never_ok`: a status query returns 63Cx even when verified
       (YubiKey before 4.3.2, per OpenSC's CI_VERIFY_LC0_FAIL).
     - `status_query_clears_verified`: a status query also drops the verified
       state (reported for YubiKey firmware 5.3.1).
@@ -104,7 +106,7 @@ class PivQuirks:
 
 @dataclass
 class YubiKeyInfo:
-    """What makes the PIV applet a YubiKey one: firmware version and device serial."""
+    """YubiKey identity of a PIV applet: firmware version and device serial."""
 
     firmware: tuple[int, int, int] = (5, 4, 3)
     serial: int | None = None
@@ -307,7 +309,7 @@ class PivApplet(Applet):
             if p2 == KEY_REF_PIN:
                 self.store.pin_verified = False
             return self._failed(target.tries_left)
-        target.replace(strip_ff(new))
+        target.set_value(strip_ff(new))
         return SW_OK
 
     def _reset_retry_counter(self, p1: int, p2: int, data: bytes) -> bytes:
@@ -325,7 +327,7 @@ class PivApplet(Applet):
             return SW_WRONG_DATA
         if not puk.attempt(data[:8]):
             return self._failed(puk.tries_left)
-        pin.replace(strip_ff(data[8:]))
+        pin.set_value(strip_ff(data[8:]))
         self.store.pin_verified = False
         return SW_OK
 

@@ -74,9 +74,9 @@ ATR_GENERIC_PIV = lab_atr(b"LAB PIV")
 class LabKey:
     """One emulated key in one reader.
 
-    `card` is None for an empty reader. `escrow` holds the values "on file"
+    `card` is None for an empty reader. `escrow` contains the values "on file"
     that seed the lab escrow store (keys such as "piv-puk", "aca-pin",
-    "admin-key"); `holder_knows` holds what the key's user remembers, for demos.
+    "admin-key"). `holder_knows` contains what the key's user remembers, for demos.
     """
 
     reader: str
