@@ -54,7 +54,7 @@ def test_path_summaries_carry_values():
     result = evaluate(make_scan(make_token()))
 
     assert result.path[0].summary == "Token detected (1 reader)"
-    assert result.path[1].summary == "ID captured: cplc:4790516856781A2B3C4D"
+    assert result.path[1].summary == "ID cplc:4790516856781A2B3C4D"
     assert result.path[2].summary == "Smart-card PIN 8/8 ok"
 
 
@@ -94,6 +94,21 @@ def test_no_readers_without_problem_names_readers():
     assert "Failed check: readers" in result.verdict
 
 
+def test_problem_detail_not_repeated():
+    result = evaluate(make_scan(problem=PcscProblem.NO_CARD))
+
+    assert result.verdict.count(PcscProblem.NO_CARD.message) == 1
+
+
+def test_problem_detail_added_when_new():
+    scan = make_scan(problem=PcscProblem.UNKNOWN)
+    scan.problem_detail = "SCardListReaders returned 0x80100099"
+
+    result = evaluate(scan)
+
+    assert "(SCardListReaders returned 0x80100099)" in result.verdict
+
+
 def test_service_down_names_service_check():
     result = evaluate(make_scan(problem=PcscProblem.NO_SERVICE))
 
@@ -119,7 +134,8 @@ def test_several_tokens_targets_selected():
     result = evaluate(scan, second)
 
     assert result.pairs[0] == ("1", "several")
-    assert result.path[0].summary == "2 tokens detected, targeting cplc:BBBB"
+    assert result.path[0].summary == "2 tokens, token 1 selected"
+    assert result.path[1].summary == "ID cplc:BBBB"
     assert result.next_step == "6"
 
 
@@ -128,7 +144,7 @@ def test_several_tokens_default_to_first():
 
     result = evaluate(scan)
 
-    assert result.path[0].summary.endswith("targeting cplc:AAAA")
+    assert result.path[0].summary == "2 tokens, token 0 selected"
 
 
 def test_missing_id_warns_about_escrow():

@@ -129,12 +129,12 @@ class RunbookResult:
 
 def _failed_check(problem: PcscProblem | None, detail: str = "") -> dict[str, object]:
     problem = problem or PcscProblem.NO_READERS
-    message = problem.message if not detail else f"{problem.message} ({detail})"
+    # The detail often repeats the problem's own message; show it only when it adds something.
+    if detail and detail not in problem.message:
+        message = f"{problem.message} ({detail})"
+    else:
+        message = problem.message
     return {"check": problem.check, "message": message}
-
-
-def _token_label(token: TokenScan) -> str:
-    return str(token.token_id) if token.token_id else f"{token.profile.label} in {token.reader}"
 
 
 def evaluate_detection(context: RunbookContext) -> Finding:
@@ -150,7 +150,8 @@ def evaluate_detection(context: RunbookContext) -> Finding:
         return Finding("unreadable", facts)
 
     if len(scan.tokens) > 1:
-        return Finding("several", {"count": len(scan.tokens), "target": _token_label(token)})
+        position = next(i for i, candidate in enumerate(scan.tokens) if candidate is token)
+        return Finding("several", {"count": len(scan.tokens), "position": position})
 
     readers = len(scan.readers) or 1
     return Finding("detected", {"readers": f"{readers} reader" if readers == 1 else f"{readers} readers"})
@@ -217,13 +218,13 @@ STEPS: dict[str, Step] = {
         Step("1", "Confirm the token is detected", StepKind.READ_ONLY,
              "list the PC/SC readers and the token in each",
              (Outcome("detected", "Token detected ({readers})", "2"),
-              Outcome("several", "{count} tokens detected, targeting {target}", "2"),
+              Outcome("several", "{count} tokens, token {position} selected", "2"),
               Outcome("none", "No token detected: {check} check failed", None, _STOP_HARDWARE),
               Outcome("unreadable", "Token in {reader} not readable: {check} check failed", None, _STOP_HARDWARE)),
              evaluate=evaluate_detection, action="rescan"),
         Step("2", "Capture the token ID", StepKind.READ_ONLY,
              "read the CPLC, serial or CHUID GUID as the token ID",
-             (Outcome("captured", "ID captured: {token_id}", "3"),
+             (Outcome("captured", "ID {token_id}", "3"),
               Outcome("missing", "No ID captured", "3",
                       notice="No token ID: escrow will be refused later because {reason}.")),
              evaluate=evaluate_identity, action="rescan"),

@@ -1,0 +1,323 @@
+"""The main screen over a fake scan: scanning, busy state, token selection, help, size check."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from conftest import FakeScanner, make_scan, make_token, sample_exchanges
+from tui.model import Counter, PcscProblem, PinState, Source
+from tui.ui.app import KeytriageApp
+from tui.ui.screens import HelpScreen
+from tui.ui.widgets import TokenList
+
+
+def text_of(app: KeytriageApp, selector: str) -> str:
+    """Return the plain text a Static shows."""
+    return str(app.main_screen.query_one(selector).render())
+
+
+async def settle(app: KeytriageApp, pilot) -> None:
+    """Wait for the scan worker and the messages it posted."""
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+def two_token_scan():
+    first = make_token(0, reader="Reader A", token_id="cplc:AAAA")
+    second = make_token(1, reader="Reader B", token_id="cplc:BBBB",
+                        pin=Counter(PinState.BLOCKED, 0, 8, Source.STATUS_QUERY))
+    return make_scan(first, second)
+
+
+async def test_scan_runs_on_start(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+
+        assert scanner.calls == 1
+        assert app.scan_result is not None
+        assert "Smart-card PIN 8/8 ok" in text_of(app, "#counters-text")
+        assert "Scanned 20:01:02" in text_of(app, "#scan-state")
+
+
+async def test_scan_runs_on_device_thread(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+
+        assert scanner.threads
+        assert scanner.threads[0].startswith("keytriage-device")
+
+
+async def test_r_rescans(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("r")
+        await settle(app, pilot)
+        await pilot.press("r")
+        await settle(app, pilot)
+
+        assert scanner.calls == 3
+
+
+async def test_busy_state_during_slow_scan(make_app):
+    gate = threading.Event()
+    scanner = FakeScanner([make_scan(make_token())], gate=gate)
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await asyncio.to_thread(scanner.started.wait, 10)
+        await pilot.pause()
+
+        assert app.scanning
+        assert "Scanning..." in text_of(app, "#scan-state")
+
+        gate.set()
+        await settle(app, pilot)
+
+        assert not app.scanning
+        assert "Scanning..." not in text_of(app, "#scan-state")
+
+
+async def test_second_r_while_scanning_ignored(make_app):
+    gate = threading.Event()
+    scanner = FakeScanner([make_scan(make_token())], gate=gate)
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await asyncio.to_thread(scanner.started.wait, 10)
+        await pilot.press("r")
+        await pilot.press("r")
+        gate.set()
+        await settle(app, pilot)
+
+        assert scanner.calls == 1
+        assert any("Rescan ignored" in line for line in app.activity.entries)
+
+
+async def test_activity_log_shows_exchanges(make_app):
+    scanner = FakeScanner([make_scan(make_token())], exchanges=sample_exchanges())
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        entries = app.activity.entries
+
+        assert "20:01:02 SELECT PIV 9000 ok" in entries
+        assert "20:01:02 VERIFY (status) 6983 blocked" in entries
+        finished = [line for line in entries if "Scan finished" in line]
+        assert finished == ["20:01:02 Scan finished: 1 token, 2 APDUs"]
+        assert entries.index(finished[0]) > entries.index("20:01:02 VERIFY (status) 6983 blocked")
+
+
+async def test_two_tokens_switch_with_keys(make_app):
+    scanner = FakeScanner([two_token_scan()])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+
+        assert app.selected_token_id == "cplc:AAAA"
+        assert "8/8 ok" in text_of(app, "#counters-text")
+        assert "Step 4" in text_of(app, "#verdict")
+
+        await pilot.press("j")
+        assert app.selected_token_id == "cplc:BBBB"
+        assert "0/8 BLOCKED" in text_of(app, "#counters-text")
+        assert "Reader: Reader B" in text_of(app, "#token-detail")
+        assert "Step 6" in text_of(app, "#verdict")
+
+        await pilot.press("k")
+        assert app.selected_token_id == "cplc:AAAA"
+
+        await pilot.press("1")
+        assert app.selected_token_id == "cplc:BBBB"
+        await pilot.press("0")
+        assert app.selected_token_id == "cplc:AAAA"
+
+
+async def test_selection_marked_in_words(make_app):
+    scanner = FakeScanner([two_token_scan()])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("j")
+        token_list = app.main_screen.query_one(TokenList)
+        prompts = [str(token_list.get_option_at_index(i).prompt) for i in range(2)]
+
+        assert prompts[0].startswith("  0 ")
+        assert prompts[1].startswith("> 1 ")
+
+
+async def test_selection_follows_id_across_rescan(make_app):
+    scan = two_token_scan()
+    reordered = make_scan(scan.tokens[1], scan.tokens[0])
+    scanner = FakeScanner([scan, reordered])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("j")
+        assert app.selected_token_id == "cplc:BBBB"
+
+        await pilot.press("r")
+        await settle(app, pilot)
+
+        assert app.selected_token_id == "cplc:BBBB"
+        assert app.main_screen.query_one(TokenList).highlighted == 0
+        assert "0/8 BLOCKED" in text_of(app, "#counters-text")
+
+
+async def test_no_token_names_failed_check(make_app):
+    scanner = FakeScanner([make_scan(problem=PcscProblem.NO_CARD)])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        verdict = text_of(app, "#verdict")
+
+        assert "Failed check: card in reader" in verdict
+        assert "not a lockout" in verdict
+        assert "No token detected" in text_of(app, "#runbook-steps")
+        assert app.selected_token_id is None
+
+
+async def test_scan_crash_shown_in_words(make_app):
+    def broken_scan(backend, settings, *, observer=None):
+        raise RuntimeError("reader table corrupt")
+
+    app = make_app(broken_scan)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+
+        assert "Scan failed" in text_of(app, "#scan-state")
+        assert "reader table corrupt" in text_of(app, "#verdict")
+        assert not app.scanning
+
+
+async def test_lab_banner_names_scenario(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner, lab_scenario="healthy")
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+
+        assert text_of(app, "#lab-banner").strip() == "LAB healthy: simulated key"
+        assert any("LAB mode: scenario healthy" in line for line in app.activity.entries)
+
+
+async def test_no_lab_banner_without_lab(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+
+        assert not app.main_screen.query("#lab-banner")
+
+
+async def test_help_opens_and_closes_with_letter(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = str(app.screen.query_one("#help-text").render())
+        assert "Read-only rescan" in help_text
+        assert "Quit keytriage" in help_text
+
+        await pilot.press("n")
+        assert not isinstance(app.screen, HelpScreen)
+        assert app.is_running
+
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+        assert not isinstance(app.screen, HelpScreen)
+        assert app.is_running
+
+
+async def test_q_quits(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("q")
+        await pilot.pause()
+
+        assert app.return_code == 0
+        assert not app.is_running
+
+
+async def test_palette_lists_every_action(make_app):
+    from tui.ui.actions import MAIN_ACTIONS
+    from tui.ui.commands import ActionsProvider
+
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        provider = ActionsProvider(app.screen)
+        names = [str(hit.display) async for hit in provider.discover()]
+
+        assert len(names) == len(MAIN_ACTIONS)
+        for spec in MAIN_ACTIONS:
+            assert any(name.startswith(spec.label) for name in names), spec.label
+
+
+async def test_palette_runs_rescan(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"rescan")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+
+        assert scanner.calls == 2
+
+
+async def test_tiny_terminal_shows_size(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(app, pilot)
+        screen = app.main_screen
+
+        assert "needs 80x24, has 60x20" in text_of(app, "#size-notice")
+        assert screen.has_class("-too-small")
+        assert screen.query_one("#body").styles.display == "none"
+        assert screen.query_one("#size-notice").styles.display == "block"
+
+
+async def test_resize_back_restores_panels(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(app, pilot)
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+
+        assert not app.main_screen.has_class("-too-small")
+        assert text_of(app, "#size-notice") == ""

@@ -1,0 +1,296 @@
+"""The keytriage Textual app: one main screen over the device-owner thread.
+
+The app never touches a card itself. Every scan is a job on the device-owner
+thread (`tui.device.DeviceOwner`); an async worker awaits its future, so the
+event loop stays free while the card works. The scan's exchange observer runs
+on the device thread and posts messages, which Textual queues thread-safely,
+so the activity log shows each APDU in order and before the scan result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from textual.app import App
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import OptionList, Static
+
+from tui.apdu import Exchange
+from tui.device import DeviceOwner
+from tui.errors import KeytriageError, PcscError
+from tui.model import ScanResult, TokenScan
+from tui.runbook import RunbookResult, evaluate, select_token
+from tui.settings import SiteSettings
+from tui.transport import ReaderBackend
+from tui.ui.actions import MAIN_ACTIONS, TOKEN_DIGIT_BINDINGS
+from tui.ui.commands import ActionsProvider
+from tui.ui.screens import HelpScreen, MainScreen
+from tui.ui.stylesheet import load_stylesheet
+from tui.ui.widgets import (
+    ActivityLog,
+    HeaderBar,
+    TokenList,
+    render_counters,
+    render_runbook_steps,
+    render_token_detail,
+    token_key,
+)
+
+log = logging.getLogger("keytriage.ui")
+
+BackendFactory = Callable[[], ReaderBackend]
+ScanFunction = Callable[..., ScanResult]
+
+
+class ExchangeObserved(Message):
+    """One APDU exchange of a running job, posted from the device thread."""
+
+    def __init__(self, exchange: Exchange, when: datetime) -> None:
+        super().__init__()
+        self.exchange = exchange
+        self.when = when
+
+
+class ScanFinished(Message):
+    """A scan ended: its result, or the error that stopped it."""
+
+    def __init__(self, result: ScanResult | None, error: str | None = None) -> None:
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+def _default_scan(backend: ReaderBackend, settings: SiteSettings, *, observer=None) -> ScanResult:
+    # Imported on first use: the scan pulls in every applet reader.
+    from tui.scan import scan_all
+
+    return scan_all(backend, settings, observer=observer)
+
+
+class KeytriageApp(App[int]):
+    """The keytriage TUI.
+
+    `backend_factory` builds the reader backend on the device thread, on the
+    first scan. `scan` replaces `tui.scan.scan_all` (tests pass a fake);
+    `clock` stamps the activity log (tests pass a fixed one); `device` is the
+    device-owner thread, created here when not given.
+    """
+
+    TITLE = "keytriage"
+    COMMANDS = {ActionsProvider}
+    BINDINGS = [spec.binding() for spec in MAIN_ACTIONS] + TOKEN_DIGIT_BINDINGS
+
+    def __init__(self, backend_factory: BackendFactory, settings: SiteSettings, lab_scenario: str | None = None, *,
+                 scan: ScanFunction | None = None, device: DeviceOwner | None = None,
+                 clock: Callable[[], datetime] | None = None, scan_on_start: bool = True) -> None:
+        self.CSS, self.stylesheet_origin = load_stylesheet()
+        super().__init__()
+        self.backend_factory = backend_factory
+        self.settings = settings
+        self.lab_scenario = lab_scenario
+        self.scan_function = scan or _default_scan
+        self.device = device or DeviceOwner()
+        self._owns_device = device is None
+        self.clock = clock or datetime.now
+        self.scan_on_start = scan_on_start
+
+        self._backend: ReaderBackend | None = None
+        self.scan_result: ScanResult | None = None
+        self.scan_error: str | None = None
+        self.runbook: RunbookResult | None = None
+        self.scanning = False
+        self.scan_count = 0
+
+        # The selection is kept by token ID (or by reader for a token without
+        # one), never by list index: a rescan can reorder the readers.
+        self.selected_key: str | None = None
+
+    # --- screens ---------------------------------------------------------
+
+    def get_default_screen(self) -> Screen:
+        """Return the main screen."""
+        return MainScreen()
+
+    def main_screen_ready(self) -> None:
+        """Show the start state and start the first scan; the main screen calls this once mounted."""
+        self._show_state("Not scanned yet" if not self.scan_on_start else "Scanning...")
+        if self.lab_scenario is not None:
+            self.activity.add(f"LAB mode: scenario {self.lab_scenario}, simulated key, no real token used")
+        if self.scan_on_start:
+            self.action_rescan()
+
+    def on_unmount(self) -> None:
+        if self._owns_device:
+            self.device.shutdown(wait=False)
+
+    @property
+    def main_screen(self) -> MainScreen:
+        """The main screen, also while the help screen or the palette is on top."""
+        return self.screen_stack[0]
+
+    @property
+    def activity(self) -> ActivityLog:
+        """The activity log of the main screen."""
+        return self.main_screen.query_one("#activity", ActivityLog)
+
+    # --- scanning ----------------------------------------------------------
+
+    def action_rescan(self) -> None:
+        """Start a read-only scan on the device thread, unless one is already running."""
+        if self.scanning:
+            self.activity.add("Rescan ignored: a scan is already running")
+            return
+
+        self.scanning = True
+        self.scan_count += 1
+        self._show_state("Scanning...")
+        self.activity.add("Scan started (read-only)")
+        self.run_worker(self._scan_worker(), name="scan", group="device", exit_on_error=False)
+
+    async def _scan_worker(self) -> None:
+        future = self.device.submit(self._scan_job)
+        try:
+            result = await asyncio.wrap_future(future)
+        except PcscError as exc:
+            self.post_message(ScanFinished(ScanResult(problem=exc.problem, problem_detail=str(exc))))
+        except KeytriageError as exc:
+            log.warning("scan failed: %s", exc)
+            self.post_message(ScanFinished(None, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - the UI must stay up and say what broke
+            log.exception("scan crashed")
+            self.post_message(ScanFinished(None, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(ScanFinished(result))
+
+    def _scan_job(self) -> ScanResult:
+        # Runs on the device thread, so the backend's PC/SC context is created there too.
+        if self._backend is None:
+            self._backend = self.backend_factory()
+        return self.scan_function(self._backend, self.settings, observer=self._observe_exchange)
+
+    def _observe_exchange(self, exchange: Exchange) -> None:
+        self.post_message(ExchangeObserved(exchange, self.clock()))
+
+    def on_exchange_observed(self, message: ExchangeObserved) -> None:
+        self.activity.add(message.exchange.describe(), message.when)
+
+    def on_scan_finished(self, message: ScanFinished) -> None:
+        self.scanning = False
+        self.scan_error = message.error
+        if message.error is not None:
+            self.activity.add(f"Scan failed: {message.error}")
+            self._show_state("Scan failed")
+            self._refresh_panels()
+            return
+
+        self.scan_result = message.result
+        self._show_state(f"Scanned {self.clock():%H:%M:%S}")
+        count = len(message.result.tokens)
+        self.activity.add(f"Scan finished: {count} token{'s' if count != 1 else ''}, {message.result.apdu_count} APDUs")
+        self.main_screen.query_one(TokenList).show_tokens(message.result, self.selected_key)
+        self._sync_selection()
+        self._refresh_panels()
+
+    # --- selection ---------------------------------------------------------
+
+    def selected_token(self) -> TokenScan | None:
+        """Return the selected token of the last scan, looked up by its ID (or reader)."""
+        if self.scan_result is None:
+            return None
+        key = self.selected_key or ""
+        if key.startswith("reader:"):
+            return select_token(self.scan_result, reader=key.removeprefix("reader:"))
+        return select_token(self.scan_result, token_id=key or None)
+
+    @property
+    def selected_token_id(self) -> str | None:
+        """The token ID that later actions target, `None` when the token has none."""
+        token = self.selected_token()
+        return str(token.token_id) if token is not None and token.token_id is not None else None
+
+    def _sync_selection(self) -> None:
+        token = self.selected_token()
+        self.selected_key = token_key(token) if token is not None else None
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list.id != "token-list" or event.option.id in (None, "none"):
+            return
+        if event.option.id != self.selected_key:
+            self.selected_key = event.option.id
+            self._refresh_panels()
+
+    def action_next_token(self) -> None:
+        """Select the next token."""
+        self.main_screen.query_one(TokenList).action_cursor_down()
+
+    def action_previous_token(self) -> None:
+        """Select the previous token."""
+        self.main_screen.query_one(TokenList).action_cursor_up()
+
+    def action_select_token(self, position: int) -> None:
+        """Select the token shown with index `position`."""
+        tokens = self.scan_result.tokens if self.scan_result else []
+        if 0 <= position < len(tokens):
+            self.main_screen.query_one(TokenList).highlighted = position
+        else:
+            self.notify(f"No token with index {position}; the list has {len(tokens)}.", severity="warning")
+
+    # --- rendering ---------------------------------------------------------
+
+    def _show_state(self, text: str) -> None:
+        self.main_screen.query_one(HeaderBar).set_state(text)
+
+    def _refresh_panels(self) -> None:
+        screen = self.main_screen
+        token = self.selected_token()
+
+        if self.scan_result is not None:
+            self.runbook = evaluate(self.scan_result, token, id_sources=self.settings.id_sources)
+        else:
+            self.runbook = None
+
+        screen.query_one("#token-detail", Static).update(render_token_detail(token))
+        screen.query_one("#counters-text", Static).update(render_counters(token))
+        screen.query_one("#runbook-steps", Static).update(render_runbook_steps(self.runbook, self._has_action))
+
+        if self.scan_error is not None and self.scan_result is None:
+            verdict = f"Scan failed: {self.scan_error}. Press r to rescan."
+        elif self.runbook is not None:
+            verdict = f"Verdict: {self.runbook.verdict}"
+        else:
+            verdict = ""
+        screen.query_one("#verdict", Static).update(verdict)
+
+    def _has_action(self, action: str) -> bool:
+        return any(spec.action == action for spec in MAIN_ACTIONS) and action != "rescan"
+
+    # --- help and quit -------------------------------------------------------
+
+    def action_help(self) -> None:
+        """Open the help screen, unless it is already open."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Quit through `request_quit`, the one place that decides whether quitting may proceed."""
+        await self.request_quit()
+
+    async def request_quit(self) -> None:
+        """Quit the app.
+
+        NOTE: no action writes to a token yet; once one does, this must wait for
+        the in-flight write and its escrow record before exiting.
+        """
+        self.exit(0)
+
+    def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
+        """Hide token navigation from the footer when there is at most one token."""
+        if action in ("next_token", "previous_token", "select_token"):
+            tokens = self.scan_result.tokens if self.scan_result else []
+            return len(tokens) > 1 or None
+        return True

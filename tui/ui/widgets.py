@@ -1,0 +1,207 @@
+"""The panels of the main screen and the plain functions that word their content.
+
+The render functions return plain text so tests can read it, and so every
+state is carried by words and numbers; the stylesheet only repeats it in
+colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import OptionList, RichLog, Static
+from textual.widgets.option_list import Option
+
+from tui.model import ScanResult, Source, TokenScan
+from tui.runbook import STEPS, RunbookResult
+
+# Marks in front of runbook lines; each line also says its outcome in words.
+MARK_DONE = "✔"
+MARK_STOP = "✖"
+MARK_NEXT = "▶"
+MARK_NOTICE = "!"
+
+COUNTER_LABEL_WIDTH = 14
+
+
+def token_key(token: TokenScan) -> str:
+    """Return the key that identifies `token` across rescans: its ID, else its reader."""
+    return str(token.token_id) if token.token_id is not None else f"reader:{token.reader}"
+
+
+def render_token_option(position: int, token: TokenScan, selected: bool = False) -> str:
+    """Word one entry of the token list: a ">" when selected, index, profile and ID."""
+    if token.problem is not None:
+        second = f"not readable: {token.problem.check}"
+    elif token.token_id is not None:
+        second = str(token.token_id)
+    else:
+        second = "no ID"
+    marker = ">" if selected else " "
+    return f"{marker} {position} {token.profile.label}\n    {second}"
+
+
+def render_token_detail(token: TokenScan | None) -> str:
+    """Word the reader and ATR of the selected token."""
+    if token is None:
+        return ""
+    atr = token.atr or "not read"
+    return f"Reader: {token.reader}\nATR: {atr}"
+
+
+def _counter_line(label: str, value: str) -> str:
+    return f"{label:<{COUNTER_LABEL_WIDTH}} {value}"
+
+
+def render_counters(token: TokenScan | None) -> str:
+    """Word the smart-card counters of `token`: PIN tries and source, PIN policy, PUK, admin key."""
+    if token is None:
+        return "No token selected."
+    if token.problem is not None:
+        return f"Not readable: {token.problem.check} check failed.\n{token.problem.message}"
+
+    card = token.smartcard
+    lines = [
+        _counter_line("Smart-card PIN", card.pin.text()),
+        f"  source: {card.pin.source.value}",
+    ]
+
+    policy = card.pin_policy
+    if policy is None:
+        policy_text = "not readable"
+    else:
+        chars = "digits" if policy.numeric_only else "characters"
+        policy_text = f"{policy.min_length}-{policy.max_length} {chars}"
+    lines.append(_counter_line("PIN policy", policy_text))
+
+    lines.append(_counter_line("PUK", card.puk.text()))
+    if card.puk.source is not Source.NONE:
+        lines.append(f"  source: {card.puk.source.value}")
+    lines.append(_counter_line("Admin key", card.admin_key.text()))
+    return "\n".join(lines)
+
+
+def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str], bool]) -> str:
+    """Word the path taken, then the recommended next step with its kind and key.
+
+    `has_action` tells whether the app can already run a step's action, so a
+    key is only shown for an action that exists.
+    """
+    if result is None:
+        return ""
+
+    step_zero = STEPS["0"]
+    lines = [f"  0 {step_zero.title}"]
+    for index, taken in enumerate(result.path):
+        last = index == len(result.path) - 1
+        if last and result.stopped:
+            mark = MARK_STOP
+        elif taken.outcome == "missing":
+            mark = MARK_NOTICE
+        else:
+            mark = MARK_DONE
+        lines.append(f"{mark} {taken.step} {taken.summary}")
+
+    if result.next_step is not None:
+        step = STEPS[result.next_step]
+        key = f" [{_key_for(step.action)}]" if step.action and has_action(step.action) else ""
+        lines.append(f"{MARK_NEXT} {step.id} {step.title}{key}")
+        lines.append(f"    {step.kind.value} step")
+    else:
+        lines.append("  Runbook stopped: no further step.")
+    return "\n".join(lines)
+
+
+def _key_for(action: str) -> str:
+    from tui.ui.actions import MAIN_ACTIONS
+
+    for spec in MAIN_ACTIONS:
+        if spec.action == action:
+            return spec.keys.split(",")[0]
+    return action
+
+
+class HeaderBar(Horizontal):
+    """One line: the product name, the permanent LAB banner, and the scan state in words."""
+
+    def __init__(self, lab_scenario: str | None) -> None:
+        super().__init__(id="header")
+        self.lab_scenario = lab_scenario
+
+    def compose(self) -> ComposeResult:
+        yield Static(" keytriage", id="title")
+        if self.lab_scenario is not None:
+            yield Static(f" LAB {self.lab_scenario}: simulated key ", id="lab-banner")
+        yield Static("", id="scan-state")
+
+    def set_state(self, text: str) -> None:
+        """Show the scan state, e.g. "Scanning..." or "Scanned 20:01:02"."""
+        self.query_one("#scan-state", Static).update(text)
+
+
+class TokenList(OptionList):
+    """The tokens found by the last scan; highlighting one selects it.
+
+    The selected entry carries a ">" in its text, so the selection does not
+    rest on the highlight colour alone.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tokens: list[TokenScan] = []
+
+    def show_tokens(self, scan: ScanResult | None, selected_key: str | None) -> None:
+        """Replace the list with the tokens of `scan` and highlight `selected_key`."""
+        self.clear_options()
+        self.tokens = list(scan.tokens) if scan is not None else []
+        if scan is None:
+            return
+        if not self.tokens:
+            self.add_option(Option("(no token)", id="none", disabled=True))
+            return
+
+        keys = [token_key(token) for token in self.tokens]
+        selected = keys.index(selected_key) if selected_key in keys else 0
+        self.add_options(Option(render_token_option(position, token, position == selected), id=key)
+                         for position, (token, key) in enumerate(zip(self.tokens, keys)))
+        self.highlighted = selected
+
+    def watch_highlighted(self, highlighted: int | None) -> None:
+        super().watch_highlighted(highlighted)
+        for position, token in enumerate(self.tokens):
+            if position < self.option_count:
+                self.replace_option_prompt_at_index(position, render_token_option(position, token, position == highlighted))
+
+
+class TokensPanel(Vertical):
+    """The Tokens panel: the token list, then the reader and ATR of the selected token."""
+
+    def compose(self) -> ComposeResult:
+        yield TokenList(id="token-list")
+        yield Static("", id="token-detail")
+
+
+class ActivityLog(RichLog):
+    """The activity log: time, operation, status word and its words; never a secret."""
+
+    def __init__(self, clock: Callable[[], datetime], **kwargs) -> None:
+        super().__init__(wrap=True, markup=False, highlight=False, **kwargs)
+        self.clock = clock
+        self.entries: list[str] = []
+
+    def add(self, text: str, when: datetime | None = None) -> None:
+        """Append one line, stamped with `when` or the app clock."""
+        stamp = (when or self.clock()).strftime("%H:%M:%S")
+        line = f"{stamp} {text}"
+        self.entries.append(line)
+        self.write(Text(line))
+
+    def add_many(self, lines: Iterable[str]) -> None:
+        """Append several lines with the same time stamp."""
+        when = self.clock()
+        for line in lines:
+            self.add(line, when)
