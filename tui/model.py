@@ -22,6 +22,7 @@ class PcscProblem(enum.Enum):
     NOT_TRANSACTED = (0x80100016, "card in reader", "The exchange with the key failed, most likely because it was removed. Reinsert it and rescan.")
     CARD_RESET = (0x80100068, "card session", "Another connection reset the key. The tool reconnects; rescan if this persists.")
     SHARING_VIOLATION = (0x8010000B, "reader access", "Another process holds the reader exclusively (often gpg's scdaemon). Ask its owner to release it; keytriage never kills it. Then rescan.")
+    UNKNOWN_READER = (0x80100009, "reader", "The reader is gone (unplugged or renamed since the last scan). Rescan to list the readers again.")
     UNRESPONSIVE_CARD = (0x80100066, "card answer", "The key did not answer a reset. Reinsert it, then rescan.")
     UNKNOWN = (0, "smart-card stack", "The smart-card stack reported an unexpected error.")
 
