@@ -1,6 +1,7 @@
 """`keytriage scan` and `keytriage id` through the real argument parser."""
 
 import json
+import logging
 
 import pytest
 
@@ -14,6 +15,16 @@ from tui.model import PcscProblem
 @pytest.fixture(autouse=True)
 def no_site_config(tmp_path, monkeypatch):
     monkeypatch.setenv("KEYTRIAGE_CONFIG", str(tmp_path / "absent.toml"))
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    # main() configures the "keytriage" logger (no propagation, a stderr handler);
+    # undo it so later tests can still capture log records.
+    logger = logging.getLogger("keytriage")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.level, logger.propagate, logger.handlers[:] = saved[0], saved[1], saved[2]
 
 
 def scan_json(capsys, *argv):
