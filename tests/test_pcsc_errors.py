@@ -25,6 +25,7 @@ CODES = [
     (0x8010000B, PcscProblem.SHARING_VIOLATION, PcscError),
     (0x80100066, PcscProblem.UNRESPONSIVE_CARD, PcscError),
     (0x80100017, PcscProblem.CARD_REMOVED, CardRemovedError),
+    (0x80100009, PcscProblem.UNKNOWN_READER, PcscError),
 ]
 
 

@@ -27,7 +27,6 @@ log = logging.getLogger("keytriage.pcsc")
 SCARD_S_SUCCESS = 0
 SCARD_E_NO_READERS_AVAILABLE = 0x8010002E
 SCARD_E_INVALID_HANDLE = 0x80100003
-SCARD_E_UNKNOWN_READER = 0x80100009
 SCARD_E_READER_UNAVAILABLE = 0x80100017
 
 # Codes after which the context is dead and must be established again.
@@ -39,7 +38,6 @@ REMOVED_PROBLEMS = frozenset({PcscProblem.CARD_REMOVED, PcscProblem.NOT_TRANSACT
 # A USB key is its own reader, so a reader that vanished means the key was pulled.
 CODE_ALIASES = {
     SCARD_E_READER_UNAVAILABLE: PcscProblem.CARD_REMOVED,
-    SCARD_E_UNKNOWN_READER: PcscProblem.CARD_REMOVED,
     SCARD_E_NO_READERS_AVAILABLE: PcscProblem.NO_READERS,
 }
 
