@@ -296,7 +296,8 @@ class VaultTestServer:
         if method == "GET" and query.get("list") == "true":
             method = "LIST"
         with self.lock:
-            self.requests.append({"method": method, "path": path, "raw_path": split.path, "query": query, "json": payload})
+            self.requests.append({"method": method, "path": path, "raw_path": split.path, "query": query, "json": payload,
+                                  "namespace": headers.get("x-vault-namespace")})
 
         fault = self._take_fault(method, path)
         if fault is not None and fault.delay:
@@ -608,6 +609,7 @@ class VaultTestServer:
 class _Handler(BaseHTTPRequestHandler):
     vault: VaultTestServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         # Quiet: request lines would clutter test output, and bodies carry test secrets.
