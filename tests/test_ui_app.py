@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 
-from conftest import FakeScanner, make_scan, make_token, sample_exchanges
+from conftest import REPOSITORY, FakeScanner, make_scan, make_token, sample_exchanges
 from tui.model import Counter, PcscProblem, PinState, Source
 from tui.ui.app import KeytriageApp
 from tui.ui.screens import HelpScreen
@@ -321,3 +325,92 @@ async def test_resize_back_restores_panels(make_app):
 
         assert not app.main_screen.has_class("-too-small")
         assert text_of(app, "#size-notice") == ""
+
+
+# --- start-up: settings, --lab check, stylesheet ----------------------------------------------
+
+def test_unknown_lab_scenario_exits_2(monkeypatch, capsys):
+    from tui.cli import main
+
+    def never_run(self, *args, **kwargs):
+        raise AssertionError("the TUI must not start for an unknown scenario")
+
+    monkeypatch.setattr(KeytriageApp, "run", never_run)
+    monkeypatch.setenv("KEYTRIAGE_CONFIG", "/nonexistent/keytriage.toml")
+
+    code = main(["--lab", "no-such-scenario"])
+    err = capsys.readouterr().err
+
+    assert code == 2
+    assert "unknown lab scenario 'no-such-scenario'" in err
+    assert "pin-locked-puk" in err
+    assert err.count("\n") == 1
+
+
+def test_broken_config_exits_2(monkeypatch, capsys, tmp_path):
+    from tui.ui.run import run_tui
+
+    config = tmp_path / "config.toml"
+    config.write_text("[site\nread_only = true\n")
+    monkeypatch.setenv("KEYTRIAGE_CONFIG", str(config))
+    monkeypatch.setattr(KeytriageApp, "run", lambda self, *a, **k: 0)
+
+    code = run_tui(argparse.Namespace(lab=None))
+    err = capsys.readouterr().err
+
+    assert code == 2
+    assert str(config) in err
+    assert "not valid TOML" in err
+    assert err.count("\n") == 1
+
+
+def test_known_lab_scenario_starts_app(monkeypatch):
+    from tui.ui.run import run_tui
+
+    started = []
+    monkeypatch.setenv("KEYTRIAGE_CONFIG", "/nonexistent/keytriage.toml")
+    monkeypatch.setattr(KeytriageApp, "run", lambda self, *a, **k: started.append(self.lab_scenario) or 0)
+
+    assert run_tui(argparse.Namespace(lab="healthy")) == 0
+    assert started == ["healthy"]
+
+
+def test_start_without_lab_skips_lab_import(tmp_path):
+    # A fresh interpreter, so modules imported by other tests do not count. The
+    # parser itself imports tui.lab.cli for its options; the lab key must stay out.
+    script = (
+        "import sys\n"
+        "from tui.ui.app import KeytriageApp\n"
+        "KeytriageApp.run = lambda self, *a, **k: 0\n"
+        "from tui.cli import main\n"
+        "code = main([])\n"
+        "lab = {'tui.lab.scenarios', 'tui.lab.backend', 'tui.lab.card'} & set(sys.modules)\n"
+        "print(code, sorted(lab))\n"
+    )
+    env = {**os.environ, "KEYTRIAGE_CONFIG": str(tmp_path / "none.toml")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, env=env,
+                         capture_output=True, text=True, timeout=60)
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0 []"
+
+
+def test_stylesheet_from_source_tree():
+    from tui.ui.stylesheet import SOURCE_STYLES, load_stylesheet
+
+    text, origin = load_stylesheet()
+
+    assert origin == str(SOURCE_STYLES / "keytriage.tcss")
+    assert "#activity" in text
+
+
+def test_stylesheet_prefers_installed_package(monkeypatch, tmp_path):
+    import importlib.resources
+
+    from tui.ui.stylesheet import load_stylesheet
+
+    (tmp_path / "keytriage.tcss").write_text("/* installed */\n")
+    monkeypatch.setattr(importlib.resources, "files",
+                        lambda package: tmp_path if package == "tui.styles" else None)
+
+    assert load_stylesheet() == ("/* installed */\n", "package tui.styles")
