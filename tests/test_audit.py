@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import logging
 import os
 import stat
 
@@ -10,6 +11,16 @@ import pytest
 from tui.audit import AuditError, AuditTrail
 from tui.audit_cli import format_record
 from tui.secret import Secret
+
+
+@pytest.fixture
+def restore_logger():
+    """Undo what tui.cli.main does to the "keytriage" logger, so later caplog tests see records."""
+    logger = logging.getLogger("keytriage")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.level, logger.propagate = saved[0], saved[1]
+    logger.handlers[:] = saved[2]
 
 
 @pytest.fixture
@@ -83,7 +94,7 @@ def test_format_record_is_one_line(trail):
     assert "status 63C2" in text
 
 
-def test_audit_cli_prints_records(tmp_path, capsys):
+def test_audit_cli_prints_records(tmp_path, capsys, restore_logger):
     from tui.cli import main
 
     path = tmp_path / "audit.jsonl"
@@ -92,7 +103,7 @@ def test_audit_cli_prints_records(tmp_path, capsys):
     assert "cplc:1AB0" in capsys.readouterr().out
 
 
-def test_audit_cli_rejects_bad_id(tmp_path, capsys):
+def test_audit_cli_rejects_bad_id(tmp_path, capsys, restore_logger):
     from tui.cli import main
 
     assert main(["audit", "--file", str(tmp_path / "a.jsonl"), "--id", "nocolon"]) == 2

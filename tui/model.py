@@ -196,6 +196,7 @@ class TokenScan:
     atr: str = ""
     profile: Profile = Profile.UNKNOWN
     token_id: TokenId | None = None
+    id_reason: str = ""  # why token_id is None; escrow quotes it when it refuses
     cuid: str | None = None
     cuid_source: str | None = None
     id_candidates: list[IdCandidate] = field(default_factory=list)
