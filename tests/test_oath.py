@@ -324,3 +324,27 @@ def test_traffic_log_has_no_code(caplog):
     result = generate_hotp_code(channel, acknowledge_counter_advance=True, on_button_prompt=lambda n: True)
     assert any(r.levelno == 5 for r in caplog.records)
     assert result.code.reveal() not in caplog.text
+
+
+def test_malformed_yubikey_replies_become_notes():
+    class ShortReplies:
+        reader = "Scripted 00 00"
+
+        def __init__(self):
+            # SELECT OTP: 3-byte status; SELECT OATH: a TLV cut short.
+            self.answers = [bytes.fromhex("0504039000"), bytes.fromhex("79059000")]
+
+        def transmit_raw(self, apdu):
+            return self.answers.pop(0)
+
+        def begin_transaction(self):
+            pass
+
+        def end_transaction(self):
+            pass
+
+    slots = list_otp_slots(Channel(ShortReplies()), Profile.YUBIKEY, SiteSettings(), is_lab=False)
+    short = slots.button_slot()
+    assert short.configured is None
+    assert any("OTP application status could not be read" in note for note in slots.notes)
+    assert any("SELECT reply could not be read" in note for note in slots.notes)

@@ -1,9 +1,9 @@
 """Step 5 verdicts: HOTP counter drift, TOTP clock skew or reprovisioning, and the tap-action note.
 
 HOTP codes come from a seed and a counter. The token advances its counter on
-every code it generates and the validation server advances its own on every
-code it accepts, so codes generated and never submitted (a wrong field, a
-double tap, a test calculation) push the token ahead. Once the gap exceeds the
+every code it generates, and the validation server advances its own on every
+code it accepts. Codes generated and never submitted (a wrong field, a double
+tap, a test calculation) therefore push the token ahead. Once the gap exceeds the
 server's look-ahead window every code is rejected although the key is healthy.
 TOTP uses the clock instead of a counter, so it cannot drift this way.
 
@@ -78,7 +78,7 @@ SMART_CARD_FIRST_STEPS = (
 
 @dataclass(frozen=True)
 class SlotExpectation:
-    """What the validation server expects of the token, where the site knows it.
+    """The slot the validation server expects, as far as the site records it.
 
     `slot` matches `OtpSlot.slot` ("1", "short press", an account index) or
     the account name; None picks the button slot, else the first configured

@@ -5,9 +5,9 @@ token's counter and widens the drift it may be diagnosing. It sends only:
 
 - HID Crescendo: SELECT of the three OATH instances `A0000000792300` (slot 1,
   HOTP only, the button slot), `A0000000792301` and `A0000000792302`.
-- YubiKey: SELECT of the OTP application (`A0 00 00 05 27 20 01`), whose reply
-  starts with the status structure (firmware version, configuration sequence,
-  touch level with the slot flags), then SELECT of the OATH application
+- YubiKey: SELECT of the OTP application (`A0 00 00 05 27 20 01`). Its reply
+  starts with the status structure: firmware version, configuration sequence
+  and the touch level with the slot flags. Then SELECT of the OATH application
   (`A0 00 00 05 27 21 01`) and LIST (`00 A1 00 00`), which returns each
   account's name, type and algorithm without calculating anything.
 
@@ -33,7 +33,7 @@ from tui.settings import SiteSettings
 from tui.transport import Channel
 
 # HID Crescendo OATH instances by slot number. Slot 1 is the button slot and
-# holds HOTP only; slots 2 and 3 hold HOTP or TOTP.
+# takes HOTP only, while slots 2 and 3 take HOTP or TOTP.
 HID_OATH_INSTANCES = {
     1: bytes.fromhex("A0000000792300"),
     2: bytes.fromhex("A0000000792301"),
@@ -89,7 +89,7 @@ class OtpSlot:
         return f"OATH account {self.slot}"
 
     def field_texts(self) -> dict[str, str]:
-        """Each field as shown on screen, "unknown" where it could not be read."""
+        """Return each field as the screen shows it, "unknown" where it could not be read."""
 
         def text(value: object) -> str:
             if value is None:
@@ -98,9 +98,14 @@ class OtpSlot:
                 return "yes" if value else "no"
             return str(value)
 
-        configured = UNKNOWN if self.configured is None else ("configured" if self.configured else "empty")
         if self.present is False:
             configured = "not present"
+        elif self.configured is None:
+            configured = UNKNOWN
+        elif self.configured:
+            configured = "configured"
+        else:
+            configured = "empty"
         return {
             "slot": self.label,
             "state": configured,
@@ -113,7 +118,7 @@ class OtpSlot:
         }
 
     def summary(self) -> str:
-        """One line for lists, e.g. "OTP slot 1: configured, HOTP, SHA-1, 6 digits"."""
+        """Return one line for lists, e.g. "OTP slot 1: configured, HOTP, SHA-1, 6 digits"."""
         texts = self.field_texts()
         if texts["state"] in ("not present", "empty"):
             return f"{self.label}: {texts['state']}"
@@ -123,7 +128,7 @@ class OtpSlot:
         return f"{self.label}: " + ", ".join(parts)
 
     def to_dict(self) -> dict:
-        """The slot as JSON-ready data; unknown fields are null."""
+        """Return the slot as JSON-ready data, with null for unknown fields."""
         return {
             "applet": self.applet.value,
             "slot": self.slot,
@@ -156,18 +161,18 @@ class OtpSlots:
         return any(slot.inferred for slot in self.slots)
 
     def present(self) -> list[OtpSlot]:
-        """The slots whose applet or instance answered SELECT."""
+        """Return the slots whose applet or instance returned 9000 to SELECT."""
         return [slot for slot in self.slots if slot.present]
 
     def button_slot(self) -> OtpSlot | None:
-        """The slot the key's button types (HID slot 1, YubiKey short press), if listed."""
+        """Return the slot the key's button types (HID slot 1, YubiKey short press), if listed."""
         for slot in self.slots:
             if slot.button_slot:
                 return slot
         return None
 
     def to_dict(self) -> dict:
-        """The listing as JSON-ready data."""
+        """Return the listing as JSON-ready data."""
         return {
             "profile": self.profile.value,
             "slots": [slot.to_dict() for slot in self.slots],
@@ -185,8 +190,8 @@ def list_otp_slots(channel: Channel, profile: Profile, settings: SiteSettings, i
     """List the token's OTP slots and OATH accounts without generating any code (runbook Step 5).
 
     HID Crescendo keys get their three OATH instances, YubiKeys their OTP
-    application slots and OATH accounts; a generic or unknown card is probed
-    for both, which costs only SELECTs. Transport errors propagate as
+    application slots and OATH accounts. A generic or unknown card is probed
+    for both, which costs only SELECTs and LIST. Transport errors propagate as
     `PcscError`.
     """
     result = OtpSlots(profile)
@@ -198,7 +203,7 @@ def list_otp_slots(channel: Channel, profile: Profile, settings: SiteSettings, i
             _list_yubikey_oath(channel, result)
 
     if profile in (Profile.GENERIC_PIV, Profile.UNKNOWN):
-        # Probing both command sets lists the other vendor's absent slots too; keep what answered.
+        # Probing both command sets lists the other vendor's absent slots too, so keep the present ones.
         result.slots = [slot for slot in result.slots if slot.present]
     if not result.present():
         result.notes.append("No OTP slot or OATH application answered: this token has no OTP function to check.")
@@ -209,7 +214,7 @@ def list_otp_slots(channel: Channel, profile: Profile, settings: SiteSettings, i
 
 # NOTE: HID documents SELECT of an OATH instance (reply `6F 2F ...`) but not the
 # content of its reply, and no command that reads a slot configuration back.
-# The layout below is an inference, implemented by the lab key: the FCI's
+# The layout below is an inference, and the lab key implements it. The FCI's
 # proprietary template A5 carries 80 mode (00 empty, 01 HOTP, 02 TOTP,
 # 03 OCRA), 81 HMAC algorithm (01 SHA-1, 02 SHA-256, 03 SHA-512), 82 digits,
 # 83 the 8-byte counter and 84 the friendly name. It is parsed only for the
@@ -358,7 +363,12 @@ def _list_yubikey_otp(channel: Channel, result: OtpSlots) -> None:
         result.slots.extend(slots)
         return
 
-    otp_status = parse_otp_status(response.data)
+    try:
+        otp_status = parse_otp_status(response.data)
+    except MalformedResponseError as exc:
+        result.notes.append(f"The OTP application status could not be read ({exc}); the YubiKey OTP slots are unknown.")
+        result.slots.extend(slots)
+        return
     for slot, valid, touch in zip(slots, (CONFIG1_VALID, CONFIG2_VALID), (CONFIG1_TOUCH, CONFIG2_TOUCH)):
         slot.present = True
         slot.source = "OTP application status"
@@ -411,7 +421,12 @@ def _list_yubikey_oath(channel: Channel, result: OtpSlots) -> None:
         return
 
     # The SELECT reply carries a challenge (tag 74) only when an OATH password is set.
-    if TAG_CHALLENGE in dict(parse_simple_tlv(response.data)):
+    try:
+        select_items = dict(parse_simple_tlv(response.data))
+    except MalformedResponseError as exc:
+        result.notes.append(f"The OATH application's SELECT reply could not be read ({exc}); the accounts were not listed.")
+        return
+    if TAG_CHALLENGE in select_items:
         result.notes.append("The OATH accounts are protected by an OATH password, so they were not listed.")
         return
 
@@ -422,7 +437,11 @@ def _list_yubikey_oath(channel: Channel, result: OtpSlots) -> None:
     if status.kind is StatusKind.SECURITY_STATUS:
         result.notes.append("OATH LIST needs the OATH password, so the accounts were not listed.")
         return
-    accounts = parse_oath_list(response.data)
+    try:
+        accounts = parse_oath_list(response.data)
+    except MalformedResponseError as exc:
+        result.notes.append(f"The OATH LIST reply could not be read ({exc}); the accounts are unknown.")
+        return
     if not status.ok:
         result.notes.append(f"OATH LIST ended with {status}; the account list may be incomplete.")
     result.slots.extend(accounts)
@@ -434,7 +453,7 @@ def _list_yubikey_oath(channel: Channel, result: OtpSlots) -> None:
 
 
 class HotpOutcome(str, enum.Enum):
-    """How an HOTP generation ended."""
+    """Outcome of one HOTP generation."""
 
     CODE = "code"
     CANCELLED = "cancelled"
@@ -452,7 +471,7 @@ class HotpGeneration:
     button_prompts: int = 0
 
     def message(self) -> str:
-        """The result in words, without the code."""
+        """Describe the result in words, without the code."""
         if self.outcome is HotpOutcome.CODE:
             return f"One HOTP code generated ({len(self.code or '')} digits); the token's counter advanced by one."
         if self.outcome is HotpOutcome.CANCELLED:
@@ -476,8 +495,8 @@ def generate_hotp_code(channel: Channel, slot: int = HID_BUTTON_SLOT, *, acknowl
 
     This advances the token's HOTP counter by one, so it needs
     `acknowledge_counter_advance=True`; without it `PolicyError` is raised
-    before any APDU. While the key answers 6985 (LED blinking, waiting for its
-    button) `on_button_prompt` is called and the command re-sent after
+    before any APDU. While the key returns 6985 (LED blinking, waiting for its
+    button), `on_button_prompt` is called and the command re-sent after
     `poll_interval` seconds, up to `max_prompts` times. The code is returned
     as a `Secret`; the caller audits the action and never logs the code.
     """

@@ -4,7 +4,7 @@ The ACA of an HID Crescendo key grants XAUTH1 after GET CHALLENGE
 (`00 84 00 00 00`) and EXTERNAL AUTHENTICATE (`00 82 00 01 Lc <cryptogram>`),
 where the cryptogram is the challenge encrypted in ECB mode with the admin key.
 The challenge length gives the key type: 8 bytes for a 3DES key, 16 bytes for
-an AES-128 key, and GET CHALLENGE answers 6A88 when no admin key is set.
+an AES-128 key, and GET CHALLENGE returns 6A88 when no admin key is set.
 
 `test_admin_key` is the Step 11 check. `authenticate` is the same exchange
 without the verdict text, for the admin-key PIN unlock that needs XAUTH1 in
@@ -125,7 +125,7 @@ def _triple_des(key: bytes):
 
 
 class XauthOutcome(str, enum.Enum):
-    """How the admin-key test ended."""
+    """Outcome of one admin-key test."""
 
     FUNCTIONAL = "functional"
     FAILED = "failed"

@@ -1,10 +1,10 @@
 """Lab OTP applets: HID Crescendo OATH instances and YubiKey OTP and OATH application stubs.
 
-The HID instances answer SELECT with the slot configuration in the layout
-`tui.oath` infers (HID documents that SELECT answers `6F ...` but not what the
-reply holds), HOTP AUTHENTICATE `80 88 00 00 00` with the code as BCD while
-advancing the counter, and TOTP AUTHENTICATE `80 88 11 00 04 <time>` after
-a verified PIN. A slot can be set to need a button press: it then answers 6985
+The HID instances return the slot configuration to SELECT in the layout that
+`tui.oath` infers, because HID documents the `6F ...` reply but not its
+content. HOTP AUTHENTICATE `80 88 00 00 00` returns the code as BCD and
+advances the counter. TOTP AUTHENTICATE `80 88 11 00 04 <time>` needs a
+verified PIN. A slot can be set to need a button press: it then answers 6985
 until `press_button()` is called, as the real key does while its LED blinks.
 
 The YubiKey stubs cover what the listing reads: the OTP application's status
@@ -90,8 +90,8 @@ def totp_slot(*, name: str = "OATH TOTP", digits: int = 6, algorithm: str = "SHA
 class HidOathInstance(Applet):
     """One HID Crescendo OATH instance (slot 1, 2 or 3).
 
-    `needs_button` makes OTP generation answer 6985 until `press_button()`
-    is called; a press is spent by the next code. `store` is the card's
+    `needs_button` makes OTP generation return 6985 until `press_button()`
+    is called, and the next code spends the press. `store` is the card's
     credential store, for the PIN that TOTP AUTHENTICATE needs.
     """
 
