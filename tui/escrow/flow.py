@@ -43,20 +43,24 @@ from tui.escrow.errors import (
     VaultUninitializedError,
 )
 from tui.escrow.memory import VAULT_DEFAULT_MAX_VERSIONS
-from tui.escrow.records import EscrowRecord, RecordState, SecretKind, SecretMetadata, utc_now
+from tui.escrow.records import (
+    META_APPLIED_VERSION,
+    META_LAST_SET_AT,
+    META_LAST_SET_BY,
+    META_LAST_STATE,
+    META_LAST_VERSION,
+    EscrowRecord,
+    RecordState,
+    SecretKind,
+    SecretMetadata,
+    utc_now,
+)
 from tui.escrow.store import EscrowStore, api_path
 from tui.model import TokenId
 from tui.secret import Secret
 
 log = logging.getLogger("keytriage.escrow")
 
-# custom_metadata keys the flow maintains when the policy allows a metadata
-# update. They let a writer without read access see which version is applied.
-META_APPLIED_VERSION = "applied_version"
-META_LAST_VERSION = "last_version"
-META_LAST_STATE = "last_state"
-META_LAST_SET_BY = "last_set_by"
-META_LAST_SET_AT = "last_set_at"
 
 
 class TransmitLostError(KeytriageError):

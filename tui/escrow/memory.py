@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from tui.escrow.config import DEFAULT_LAB_BASE_PATH, TokenInfo, os_user
 from tui.escrow.errors import CasConflictError, VaultPathError, VaultPermissionError, VaultRequestError, VaultSealedError
 from tui.escrow.records import (
+    META_APPLIED_VERSION,
+    META_LAST_SET_AT,
+    META_LAST_SET_BY,
+    META_LAST_STATE,
+    META_LAST_VERSION,
     EscrowRecord,
     RecordState,
     SecretKind,
@@ -102,7 +107,13 @@ class MemoryStore:
         """Store `value` as a record "on file" (default state applied) and return its version."""
         record = EscrowRecord(encoding=encoding, state=state, set_at=utc_now(), set_by=set_by, reason=reason)
         metadata = self.read_metadata(token_id, kind)
-        return self.write(token_id, kind, record, value, cas=metadata.current_version if metadata else 0)
+        version = self.write(token_id, kind, record, value, cas=metadata.current_version if metadata else 0)
+        custom = dict(metadata.custom_metadata) if metadata else {}
+        custom.update({META_LAST_VERSION: str(version), META_LAST_STATE: state.value, META_LAST_SET_BY: set_by, META_LAST_SET_AT: record.set_at})
+        if state is RecordState.APPLIED:
+            custom[META_APPLIED_VERSION] = str(version)
+        self.update_custom_metadata(token_id, kind, custom)
+        return version
 
     def health(self) -> HealthInfo:
         """Return a healthy, unsealed state unless `sealed` is set."""

@@ -17,6 +17,15 @@ from typing import Any
 from tui.model import TokenId
 from tui.secret import Secret
 
+# custom_metadata keys the escrow flow maintains when the policy allows a
+# metadata update. They let a writer without read access see which version is
+# applied, because the state lives inside each version's data.
+META_APPLIED_VERSION = "applied_version"
+META_LAST_VERSION = "last_version"
+META_LAST_STATE = "last_state"
+META_LAST_SET_BY = "last_set_by"
+META_LAST_SET_AT = "last_set_at"
+
 # Reason written for a user PIN that the help desk sets for the user.
 INITIAL_PIN_REASON = "initial PIN issued by the help desk"
 
