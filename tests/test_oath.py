@@ -1,5 +1,7 @@
 """Step 5: the OTP slot listing on lab keys, and the explicit one-code HOTP generation."""
 
+import logging
+
 import pytest
 
 from tui.errors import PolicyError
@@ -19,7 +21,7 @@ from tui.lab.scenarios import crescendo_key, yubikey
 from tui.model import Profile
 from tui.oath import HotpOutcome, OtpApplet, generate_hotp_code, list_otp_slots, parse_hid_oath_select, OtpSlot
 from tui.settings import SiteSettings
-from tui.transport import Channel
+from tui.transport import TRAFFIC, Channel
 
 HOTP_AUTHENTICATE_HEADER = "80 88 00 00"
 
@@ -318,12 +320,25 @@ def test_lab_slot_one_rejects_totp():
         HidOathInstance(1, totp_slot())
 
 
-def test_traffic_log_has_no_code(caplog):
-    channel, _, _ = drift_channel()
-    caplog.set_level(5, logger="keytriage.apdu")
-    result = generate_hotp_code(channel, acknowledge_counter_advance=True, on_button_prompt=lambda n: True)
-    assert any(r.levelno == 5 for r in caplog.records)
-    assert result.code.reveal() not in caplog.text
+def test_traffic_log_has_no_code():
+    # A handler on the logger itself, because other tests may stop keytriage loggers propagating to caplog.
+    records = []
+    handler = logging.Handler(level=TRAFFIC)
+    handler.emit = records.append
+    logger = logging.getLogger("keytriage.apdu")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(TRAFFIC)
+    try:
+        channel, _, _ = drift_channel()
+        result = generate_hotp_code(channel, acknowledge_counter_advance=True, on_button_prompt=lambda n: True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+    lines = [record.getMessage() for record in records]
+    assert any("HOTP AUTHENTICATE" in line for line in lines)
+    assert all(result.code.reveal() not in line for line in lines)
 
 
 def test_malformed_yubikey_replies_become_notes():
