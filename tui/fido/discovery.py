@@ -182,8 +182,8 @@ def open_pcsc_ctap(reader: str, backend: Any = None, *, transport: Any = None) -
     try:
         return CtapPcscDevice(connection, reader)
     except ValueError:
-        # fido2 raises ValueError when SELECT of the FIDO AID fails or the applet does not answer getInfo.
-        log.debug("no FIDO applet answered on reader %s", reader)
+        # fido2 raises ValueError when SELECT of the FIDO AID fails or getInfo fails.
+        log.debug("no FIDO applet found on reader %s", reader)
         connection.disconnect()
         return None
 
@@ -325,8 +325,8 @@ def match_hid_to_reader(reader: str, endpoints: list[FidoEndpoint]) -> tuple[lis
     """Pick the HID endpoints that belong to the token in `reader`, by product name.
 
     A match needs the HID product name and the reader name (without its slot
-    numbers) to contain one another, and exactly one HID device to match:
-    two keys of the same model cannot be told apart this way.
+    numbers) to contain one another, and exactly one HID device to match,
+    because two keys of the same model look identical by name.
     """
     model = _reader_model(reader)
     matches = []

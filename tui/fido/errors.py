@@ -1,7 +1,7 @@
 """The one place where CTAP status codes become typed results with words.
 
 Every CTAP error that reaches keytriage, from python-fido2's `CtapError` over
-USB HID or PC/SC, goes through `decode_ctap_error`. The result says what
+USB HID or PC/SC, goes through `decode_ctap_error`. The result states what
 happened, how many PIN tries are left when that is known, and what the
 technician does next. Over PC/SC python-fido2 2.2.1 turns every status word
 other than 9000, 9100 and 61xx into `CtapError(OTHER)`, so the real code is
@@ -35,7 +35,7 @@ CTAP1_ERR_OTHER = 0x7F
 
 
 class FidoErrorKind(str, enum.Enum):
-    """What a CTAP error means for the runbook, independent of its transport."""
+    """Meaning of a CTAP error for the runbook, independent of its transport."""
 
     PIN_INVALID = "pin_invalid"
     PIN_AUTH_BLOCKED = "pin_auth_blocked"

@@ -55,7 +55,7 @@ class FidoPinState(str, enum.Enum):
 
 
 class PinReason(str, enum.Enum):
-    """Which answer the PIN state rests on."""
+    """The authenticator response the PIN state rests on."""
 
     NO_AUTHENTICATOR = "no_authenticator"
     CLIENT_PIN_OPTION_MISSING = "client_pin_option_missing"
@@ -87,7 +87,7 @@ class FidoPin:
 
 @dataclass
 class FidoState:
-    """What the read-only FIDO check found on one token."""
+    """Result of the read-only FIDO check on one token."""
 
     pin: FidoPin
     transport: str | None = None
@@ -294,7 +294,7 @@ def read_discovered_state(discovery: FidoDiscovery, *, last_pin_result: FidoResu
 
     An accessible USB HID device comes first (it reports real CTAP codes),
     then PC/SC, then an inaccessible device, which gives NOT_ACCESSIBLE.
-    Notes say when another path of the same token was not accessible.
+    Notes record when another path of the same token was not accessible.
     """
     endpoint = discovery.best()
     if endpoint is None:

@@ -3,9 +3,9 @@
 `SoftCtapDevice` is a `fido2.ctap.CtapDevice` that calls the authenticator
 directly. `SoftHidConnection` is a `fido2.hid.base.CtapHidConnection` that
 speaks CTAPHID at the level of 64-byte packets, so fido2's own
-`CtapHidDevice` runs unchanged over it: INIT with channel allocation,
-fragmentation into initialization and continuation packets, KEEPALIVE every
-100 ms while a request runs, CANCEL, and ERROR packets. The machines this
+`CtapHidDevice` runs unchanged over it. It covers INIT with channel
+allocation, fragmentation into initialization and continuation packets,
+KEEPALIVE every 100 ms while a request runs, CANCEL, and ERROR packets. The machines this
 project runs on have no kernel uhid, so this is the lab's USB HID path.
 """
 
@@ -239,7 +239,7 @@ class SoftHidConnection(CtapHidConnection):
         def run() -> None:
             try:
                 response = self.authenticator.process(request, job.cancel, on_keepalive)
-            except Exception:  # The worker must always answer, or the host waits forever.
+            except Exception:  # The worker must always send a response, or the host waits forever.
                 log.exception("software authenticator failed on a CTAPHID_CBOR request")
                 response = bytes([CtapError.ERR.OTHER])
             with self._lock:

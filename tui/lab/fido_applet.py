@@ -36,7 +36,7 @@ SW_KEEPALIVE = b"\x91\x00"
 class _Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    status: int = 1  # STATUS.PROCESSING until the authenticator asks for a touch
+    status: int = 1  # STATUS.PROCESSING until the authenticator requests a touch (UPNEEDED)
     response: bytes = b""
 
 
@@ -70,7 +70,7 @@ class FidoApplet(Applet):
         self.insertions = 0
 
     def select(self, p1: int, p2: int, data: bytes) -> bytes:
-        """Answer SELECT with the applet version string, as CTAP over NFC specifies."""
+        """Return the applet version string for SELECT, as CTAP over NFC specifies."""
         return b"FIDO_2_0" + SW_OK
 
     def process(self, cla: int, ins: int, p1: int, p2: int, data: bytes, le: int | None) -> bytes:

@@ -162,18 +162,18 @@ class SoftCredential:
         return hashlib.sha256(self.rp_id.encode()).digest()
 
     def cose_public_key(self) -> dict:
-        """The public key as a COSE_Key map (ES256)."""
+        """Return the public key as a COSE_Key map (ES256)."""
         return dict(ES256.from_cryptography_key(self.private_key.public_key()))
 
     def user_entity(self) -> dict:
-        """The PublicKeyCredentialUserEntity map."""
+        """Return the PublicKeyCredentialUserEntity map."""
         user: dict[str, Any] = {"id": self.user_id, "name": self.user_name}
         if self.display_name:
             user["displayName"] = self.display_name
         return user
 
     def rp_entity(self) -> dict:
-        """The PublicKeyCredentialRpEntity map."""
+        """Return the PublicKeyCredentialRpEntity map."""
         rp: dict[str, Any] = {"id": self.rp_id}
         if self.rp_name:
             rp["name"] = self.rp_name
@@ -194,7 +194,7 @@ class PinUvAuthProtocol:
         self._key = ec.generate_private_key(ec.SECP256R1())
 
     def key_agreement(self) -> dict:
-        """The public key-agreement key as a COSE_Key map (alg -25, ECDH-ES+HKDF-256)."""
+        """Return the public key-agreement key as a COSE_Key map (alg -25, ECDH-ES+HKDF-256)."""
         numbers = self._key.public_key().public_numbers()
         return {1: 2, 3: -25, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")}
 
@@ -296,7 +296,7 @@ class SoftAuthenticator:
         self.user_presence = user_presence
         self.client_pin_supported = client_pin_supported
         self.ctap21 = ctap21
-        # CTAP 2.0 has no powerCycleState, so a 2.0-era key omits it unless told otherwise.
+        # CTAP 2.0 has no powerCycleState, so a 2.0-era key omits it unless `report_power_cycle_state` is set.
         self.report_power_cycle_state = ctap21 if report_power_cycle_state is None else report_power_cycle_state
         self.legacy_token_permissions = legacy_token_permissions
         self.reset_window_s = reset_window_s
@@ -402,7 +402,7 @@ class SoftAuthenticator:
             return {}
         try:
             params = cbor.decode(body)
-        except Exception as exc:  # fido2's decoder raises ValueError, IndexError or struct.error
+        except Exception as exc:  # fido2's decoder raises several exception types on malformed input
             raise CtapFailure(ERR.INVALID_CBOR) from exc
         if not isinstance(params, dict):
             raise CtapFailure(ERR.CBOR_UNEXPECTED_TYPE)
@@ -570,9 +570,10 @@ class SoftAuthenticator:
     def _check_pin(self, protocol: PinUvAuthProtocol, shared: bytes, pin_hash_enc: Any) -> None:
         """Compare a pinHashEnc with the stored PIN hash, applying the CTAP 2.1 retry rules.
 
-        The order is the specification's: an auth-blocked key rejects before
-        decrementing; otherwise the retry counter drops first and is restored
-        only by a match, so a power loss mid-check cannot save a try.
+        The order follows CTAP 2.1. An auth-blocked key rejects the attempt
+        before decrementing. Otherwise the retry counter drops first and only
+        a match restores it, as on real keys, where pulling the key during the
+        check must not save a try.
         """
         if self.power_cycle_required:
             raise CtapFailure(ERR.PIN_AUTH_BLOCKED)
