@@ -137,6 +137,7 @@ def test_several_tokens_targets_selected():
     assert result.path[0].summary == "2 tokens, token 1 selected"
     assert result.path[1].summary == "ID cplc:BBBB"
     assert result.next_step == "6"
+    assert "2 tokens are connected: confirm token 1 is the user's" in result.verdict
 
 
 def test_several_tokens_default_to_first():

@@ -337,6 +337,8 @@ def test_unknown_lab_scenario_exits_2(monkeypatch, capsys):
 
     monkeypatch.setattr(KeytriageApp, "run", never_run)
     monkeypatch.setenv("KEYTRIAGE_CONFIG", "/nonexistent/keytriage.toml")
+    # main() would otherwise detach the keytriage logger for the rest of the session.
+    monkeypatch.setattr("tui.cli.configure_logging", lambda *args, **kwargs: None)
 
     code = main(["--lab", "no-such-scenario"])
     err = capsys.readouterr().err

@@ -3,9 +3,9 @@
 Each step has an id ("0".."11"), a title, a kind (how much it may cost the
 user), the operation it performs and its possible outcomes, each naming the
 step it leads to (`None` stops the runbook). Steps whose outcome can be read
-from a read-only scan carry an evaluator; `evaluate` follows the outcomes from
-Step 1 until it reaches a step without one, which becomes the recommended next
-step. Later actions (verify, PUK reset, FIDO checks) add evaluators for their
+from a read-only scan carry an evaluator. `evaluate` follows the outcomes from
+Step 1 until it reaches a step without one, and that step becomes the
+recommended next step. Later actions (verify, PUK reset, FIDO checks) add evaluators for their
 own steps to this same table.
 
 The order of the table is the runbook's rule: read-only first, one deliberate
@@ -22,7 +22,7 @@ from tui.model import PcscProblem, PinState, ScanResult, TokenScan
 
 
 class StepKind(str, enum.Enum):
-    """What running a step may cost, shown next to its title."""
+    """Cost class of a step, shown next to its title."""
 
     ASK = "ask"
     READ_ONLY = "read-only"
@@ -49,7 +49,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Finding:
-    """What an evaluator read from the scan: the outcome id and the facts for its templates."""
+    """An evaluator's result: the outcome id and the facts for its templates."""
 
     outcome: str
     facts: Mapping[str, object] = field(default_factory=dict)
@@ -57,7 +57,7 @@ class Finding:
 
 @dataclass
 class RunbookContext:
-    """What evaluators read: the whole scan and the token the technician selected."""
+    """Evaluator input: the whole scan and the token the technician selected."""
 
     scan: ScanResult
     token: TokenScan | None
@@ -92,7 +92,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Taken:
+class StepTaken:
     """One step on the path taken: the step id, the outcome id and the outcome in words."""
 
     step: str
@@ -108,7 +108,7 @@ class RunbookResult:
     leads (the recommended next step), `None` when the runbook stopped.
     """
 
-    path: list[Taken]
+    path: list[StepTaken]
     current_step: str
     next_step: str | None
     verdict: str
@@ -218,7 +218,8 @@ STEPS: dict[str, Step] = {
         Step("1", "Confirm the token is detected", StepKind.READ_ONLY,
              "list the PC/SC readers and the token in each",
              (Outcome("detected", "Token detected ({readers})", "2"),
-              Outcome("several", "{count} tokens, token {position} selected", "2"),
+              Outcome("several", "{count} tokens, token {position} selected", "2",
+                      notice="{count} tokens are connected: confirm token {position} is the user's before any change."),
               Outcome("none", "No token detected: {check} check failed", None, _STOP_HARDWARE),
               Outcome("unreadable", "Token in {reader} not readable: {check} check failed", None, _STOP_HARDWARE)),
              evaluate=evaluate_detection, action="rescan"),
@@ -337,7 +338,7 @@ def evaluate(scan: ScanResult, token: TokenScan | None = None, *,
         token = scan.tokens[0]
     context = RunbookContext(scan, token, id_sources)
 
-    path: list[Taken] = []
+    path: list[StepTaken] = []
     notices: list[str] = []
     verdict = ""
     step_id: str | None = start
@@ -353,7 +354,7 @@ def evaluate(scan: ScanResult, token: TokenScan | None = None, *,
         finding = step.evaluate(context)
         outcome = step.outcome(finding.outcome)
         facts = dict(finding.facts)
-        path.append(Taken(step.id, outcome.id, outcome.summary.format_map(facts)))
+        path.append(StepTaken(step.id, outcome.id, outcome.summary.format_map(facts)))
         if outcome.notice:
             notices.append(outcome.notice.format_map(facts))
         verdict = outcome.verdict.format_map(facts)

@@ -1,7 +1,7 @@
 """The keytriage Textual app: one main screen over the device-owner thread.
 
 The app never touches a card itself. Every scan is a job on the device-owner
-thread (`tui.device.DeviceOwner`); an async worker awaits its future, so the
+thread (`tui.device.DeviceOwner`). An async worker awaits its future, so the
 event loop stays free while the card works. The scan's exchange observer runs
 on the device thread and posts messages, which Textual queues thread-safely,
 so the activity log shows each APDU in order and before the scan result.
@@ -76,9 +76,9 @@ class KeytriageApp(App[int]):
     """The keytriage TUI.
 
     `backend_factory` builds the reader backend on the device thread, on the
-    first scan. `scan` replaces `tui.scan.scan_all` (tests pass a fake);
-    `clock` stamps the activity log (tests pass a fixed one); `device` is the
-    device-owner thread, created here when not given.
+    first scan. `scan` replaces `tui.scan.scan_all`, and tests pass a fake.
+    `clock` stamps the activity log, and tests pass a fixed one. `device` is
+    the device-owner thread, created here when not given.
     """
 
     TITLE = "keytriage"
@@ -289,7 +289,7 @@ class KeytriageApp(App[int]):
         self.exit(0)
 
     def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
-        """Hide token navigation from the footer when there is at most one token."""
+        """Disable the token navigation keys when there is at most one token."""
         if action in ("next_token", "previous_token", "select_token"):
             tokens = self.scan_result.tokens if self.scan_result else []
             return len(tokens) > 1 or None

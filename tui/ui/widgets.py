@@ -1,8 +1,7 @@
 """The panels of the main screen and the plain functions that word their content.
 
-The render functions return plain text so tests can read it, and so every
-state is carried by words and numbers; the stylesheet only repeats it in
-colour.
+The render functions return plain text, so tests can read it and every state
+is carried by words and numbers. The stylesheet only repeats it in colour.
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from textual.widgets.option_list import Option
 
 from tui.model import ScanResult, Source, TokenScan
 from tui.runbook import STEPS, RunbookResult
+from tui.ui.actions import MAIN_ACTIONS
 
-# Marks in front of runbook lines; each line also says its outcome in words.
+# Marks in front of runbook lines. Each line also states its outcome in words.
 MARK_DONE = "✔"
 MARK_STOP = "✖"
 MARK_NEXT = "▶"
@@ -88,8 +88,8 @@ def render_counters(token: TokenScan | None) -> str:
 def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str], bool]) -> str:
     """Word the path taken, then the recommended next step with its kind and key.
 
-    `has_action` tells whether the app can already run a step's action, so a
-    key is only shown for an action that exists.
+    `has_action` returns whether the app can already run a step's action, so
+    a key is only shown for an action that exists.
     """
     if result is None:
         return ""
@@ -117,8 +117,6 @@ def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str
 
 
 def _key_for(action: str) -> str:
-    from tui.ui.actions import MAIN_ACTIONS
-
     for spec in MAIN_ACTIONS:
         if spec.action == action:
             return spec.keys.split(",")[0]
