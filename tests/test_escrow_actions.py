@@ -136,7 +136,7 @@ def test_refuses_when_puk_on_file(lab):
 
 
 class LosingTransport:
-    """Passes APDUs to the lab card but loses the answer to CHANGE REFERENCE DATA."""
+    """Passes APDUs to the lab card but loses the response to CHANGE REFERENCE DATA."""
 
     def __init__(self, inner) -> None:
         self.inner = inner

@@ -173,7 +173,7 @@ def test_timeout_before(server, writer):
     result = EscrowFlow(make_store(server, writer, timeout=0.3), user="alice").set_secret(puk_request(), apply)
     assert result.outcome is Outcome.REFUSED
     assert isinstance(result.error, VaultUnreachableError)
-    assert "did not answer" in str(result.error)
+    assert "timed out" in str(result.error)
     assert apply.calls == 0
 
 
@@ -227,7 +227,7 @@ def test_response_lost_after_outcome_write(server, flow):
     apply = Recorder(server)
 
     def apply_and_arm():
-        # Armed here so the pending write passes and only the outcome write loses its answer.
+        # Armed here so the pending write passes and only the outcome write loses its response.
         server.inject(f"secret/data/{PATH}", method="POST", drop=True, after=True)
         return apply()
 

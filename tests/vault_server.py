@@ -243,10 +243,10 @@ class VaultTestServer:
                body: Any = None, delay: float = 0.0, drop: bool = False, after: bool = False, times: int = 1) -> Fault:
         """Add a fault for requests matching `method` and the path glob (after /v1/, unquoted).
 
-        `status` answers with that status and `errors` (or `body`); `delay`
+        `status` responds with that status and `errors` (or `body`); `delay`
         waits first (latency, or a timeout when longer than the client's);
-        `drop` closes the connection without an answer; `after` lets the
-        request take effect and then fails its answer. `times` 0 means always.
+        `drop` closes the connection without a response; `after` lets the
+        request take effect and then fails its response. `times` 0 means always.
         """
         fault = Fault(path=path, method=method, status=status, errors=errors, body=body, delay=delay, drop=drop, after=after, times=times)
         with self.lock:
@@ -626,7 +626,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ConnectionAbortedError:
             self.close_connection = True
             return
-        except Exception as error:  # a bug in the test server: answer 500 like Vault would
+        except Exception as error:  # a bug in the test server: respond 500 like Vault would
             status, payload = 500, {"errors": [f"test server error: {type(error).__name__}: {error}"]}
 
         data = b"" if payload is None or self.command == "HEAD" else json.dumps(payload).encode()

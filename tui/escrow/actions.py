@@ -71,7 +71,7 @@ def set_piv_puk(channel: Channel, flow: EscrowFlow, token_id: TokenId | str, old
                 allow_on_file: bool = False) -> EscrowResult:
     """Set a new PIV PUK, escrowed before it is sent, and return the escrow result.
 
-    `old_puk` is the PUK the token holds now (typed by the technician, or the
+    `old_puk` is the PUK the token contains now (typed by the technician, or the
     documented default). `new_puk` defaults to a generated one. Raises
     `PolicyError` before anything is written when a PUK is already on file
     (unless `allow_on_file`) or a value has the wrong length. After a CONFLICT
@@ -114,7 +114,7 @@ def set_piv_puk(channel: Channel, flow: EscrowFlow, token_id: TokenId | str, old
             try:
                 _, status = channel.send(change_puk_command(old_puk, new_puk))
             except PcscError as error:
-                raise TransmitLostError(f"CHANGE REFERENCE DATA (PUK) was sent but its answer was lost: {error}") from error
+                raise TransmitLostError(f"CHANGE REFERENCE DATA (PUK) was sent but its response was lost: {error}") from error
 
         if status.ok:
             return ApplyOutcome.applied(status)

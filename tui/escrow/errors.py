@@ -18,7 +18,7 @@ from tui.errors import KeytriageError
 CAS_MISMATCH_TEXT = "check-and-set parameter did not match the current version"
 CAS_REQUIRED_TEXT = "check-and-set parameter required"
 
-# Longest piece of Vault's error text carried into a message. Vault's texts are
+# Maximum length of Vault's error text carried into a message. Vault's texts are
 # short; a proxy in between can return a whole HTML page.
 MAX_SERVER_TEXT = 200
 
@@ -83,7 +83,7 @@ class VaultServerError(EscrowError):
 
 @dataclass(frozen=True)
 class ConflictInfo:
-    """Who wrote the version that made a check-and-set write fail, as far as metadata tells."""
+    """The writer and time of the version that made a check-and-set write fail, as far as metadata shows."""
 
     current_version: int
     written_at: str | None = None
@@ -91,7 +91,7 @@ class ConflictInfo:
     state: str | None = None
 
     def words(self) -> str:
-        """E.g. "version 4, written 2025-01-02T10:00:00Z by alice via ldap-alice (pending)"."""
+        """Return e.g. "version 4, written 2025-01-02T10:00:00Z by bob (Vault: ldap-bob) (pending)"."""
         text = f"version {self.current_version}"
         if self.written_at:
             text += f", written {self.written_at}"
@@ -152,7 +152,7 @@ def decode_vault_error(exc: BaseException, *, method: str, api_path: str, capabi
         return exc
 
     if isinstance(exc, requests.exceptions.Timeout):
-        return VaultUnreachableError(f"Vault{where} did not answer {request} in time. Check the network path to Vault, then retry.", api_path=api_path, method=method)
+        return VaultUnreachableError(f"{request} to Vault{where} timed out. Check the network path to Vault, then retry.", api_path=api_path, method=method)
     if isinstance(exc, requests.exceptions.SSLError):
         return VaultUnreachableError(f"TLS verification failed for {request} on Vault{where}. Set VAULT_CACERT or [vault] ca_cert to the CA that signed Vault's certificate.", api_path=api_path, method=method)
     if isinstance(exc, requests.exceptions.RequestException):
@@ -176,6 +176,8 @@ def decode_vault_error(exc: BaseException, *, method: str, api_path: str, capabi
 
     if isinstance(exc, (hx.Unauthorized, hx.Forbidden)):
         lowered = text.lower()
+        # NOTE: a bad token and a missing policy both return 403; only the
+        # "invalid token" text tells them apart, and older Vault releases may omit it.
         if "invalid token" in lowered or "missing client token" in lowered or "expired" in lowered:
             return VaultTokenError(f"The Vault token is invalid or expired ({request} returned HTTP {status}). Log in to Vault again.", api_path=api_path, method=method)
         needed = f"the {capability} capability" if capability else "a capability"

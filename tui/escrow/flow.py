@@ -13,7 +13,7 @@
    is never called, so nothing reaches the token.
 3. Call the apply callback, which sends the APDUs.
 4. Record the outcome as a new version with cas = the pending version:
-   `applied`, `failed` with the status word, or `unknown` when the answer was
+   `applied`, `failed` with the status word, or `unknown` when the response was
    lost. When this write fails the result is NOT CONFIRMED, keeps the value,
    and `retry_record()` writes the outcome again.
 
@@ -64,7 +64,7 @@ log = logging.getLogger("keytriage.escrow")
 
 
 class TransmitLostError(KeytriageError):
-    """The command was sent to the token but its answer was lost, so the outcome is unknown.
+    """The command was sent to the token but its response was lost, so the outcome is unknown.
 
     Apply callbacks raise it; the flow records the value as `unknown`.
     """
@@ -72,7 +72,7 @@ class TransmitLostError(KeytriageError):
 
 @dataclass(frozen=True)
 class ApplyOutcome:
-    """What the apply callback reports: success, or failure with its status word."""
+    """The apply callback's report: success, or failure with its status word."""
 
     success: bool
     status: Status | None = None
@@ -93,7 +93,7 @@ ApplyCallback = Callable[[], ApplyOutcome]
 
 
 class Outcome(str, enum.Enum):
-    """How a secret-setting action ended."""
+    """The end state of a secret-setting action."""
 
     REFUSED = "refused"  # pre-flight failed: nothing written, nothing sent
     CONFLICT = "conflict"  # check-and-set mismatch on the pending write: nothing sent
@@ -120,7 +120,7 @@ class SetRequest:
 
 @dataclass
 class PreflightReport:
-    """What pre-flight found: paths, the current version to use as cas, and warnings."""
+    """The pre-flight findings: paths, the current version to use as cas, and warnings."""
 
     data_path: str
     metadata_path: str
@@ -177,7 +177,7 @@ class EscrowResult:
         return self._retry()
 
     def words(self) -> str:
-        """A one-line summary, e.g. "PIV PUK applied, escrow version 2 (NOT CONFIRMED)"."""
+        """Return a one-line summary, e.g. "PIV PUK applied, escrow version 2 (NOT CONFIRMED)"."""
         text = f"{self.request.kind.label} {self.outcome.value}"
         if self.outcome_version:
             text += f", escrow version {self.outcome_version}"
@@ -190,7 +190,7 @@ class EscrowResult:
 
 @dataclass(frozen=True)
 class OnFile:
-    """What metadata tells about a record without reading its value."""
+    """A record's state as metadata shows it, without reading its value."""
 
     current_version: int
     applied_version: int | None
@@ -294,7 +294,7 @@ class EscrowFlow:
         try:
             report = self.preflight(request.token_id, kind)
         except EscrowError as error:
-            log.warning("Escrow pre-flight refused for %s %s: %s", request.token_id, kind.value, error)
+            log.warning("Escrow pre-flight failed for %s %s: %s", request.token_id, kind.value, error)
             result = EscrowResult(Outcome.REFUSED, request, f"The new {kind.label} was not set: {error}", error=error,
                                   data_path=self.store.data_path(request.token_id, kind))
             self._audit(result)
@@ -328,8 +328,8 @@ class EscrowFlow:
         try:
             outcome = apply()
         except (TransmitLostError, PcscError) as error:
-            log.warning("The answer to the %s change was lost: %s", kind.label, error)
-            return RecordState.UNKNOWN, None, f"The token's answer was lost ({error}); it may hold the new {kind.label}."
+            log.warning("The response to the %s change was lost: %s", kind.label, error)
+            return RecordState.UNKNOWN, None, f"The token's response was lost ({error}), so it may contain the new {kind.label}."
         except Exception as error:
             # The command may have reached the token before the failure, so
             # the value stays a candidate rather than being dropped.
@@ -348,6 +348,9 @@ class EscrowFlow:
             version = self.store.write(request.token_id, request.kind, record, request.value, cas=result.pending_version or 0)
         except EscrowError as error:
             if isinstance(error, CasConflictError):
+                # NOTE: after a lost response the newer version may be this
+                # flow's own outcome write; without read access it cannot be
+                # told apart from another writer's, so it is reported as a conflict.
                 error.conflict = self._conflict_info(request, result.pending_version or 0)
             log.warning("Escrow outcome write failed for %s (%s): %s", report.data_path, record.state.value, error)
             result.confirmed = False
@@ -449,7 +452,7 @@ class EscrowFlow:
     # Reading what is on file
 
     def on_file(self, token_id: TokenId | str, kind: SecretKind) -> OnFile | None:
-        """Return what metadata tells about the record (no value read), None when nothing is on file."""
+        """Return the record's state from metadata (no value read), None when nothing is on file."""
         metadata = self.store.read_metadata(token_id, kind)
         if metadata is None or not metadata.current_version:
             return None
@@ -502,4 +505,4 @@ def _outcome_sentence(result: EscrowResult, request: SetRequest) -> str:
         status = f" ({result.status})" if result.status else ""
         return f"The token rejected the new {kind}{status}; the previous value on file stays current."
     hint = request.check_hint or f"Check which {kind} the token holds before relying on either value."
-    return f"The token's answer was lost, so it may hold the new {kind}; it is escrowed as unknown (a candidate). {hint}"
+    return f"The token's response was lost, so it may contain the new {kind}. It is escrowed as unknown (a candidate). {hint}"

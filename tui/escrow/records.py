@@ -3,7 +3,7 @@
 The record of a token's PIV PUK lives at `<base>/<token ID>/piv-puk`. Each KV
 version is one event: the value written as `pending` before it is sent to the
 token, then the same value again as `applied`, `failed` or `unknown` once the
-token answered. The current value of a kind is therefore the latest version
+token responded. The current value of a kind is therefore the latest version
 whose state is `applied`, not simply the latest version.
 """
 
@@ -31,7 +31,7 @@ INITIAL_PIN_REASON = "initial PIN issued by the help desk"
 
 
 class SecretKind(str, enum.Enum):
-    """Which secret a record holds; the value is the last path segment."""
+    """The kind of secret in a record; the enum value is the last path segment."""
 
     PIV_PIN = "piv-pin"
     PIV_PUK = "piv-puk"
@@ -50,7 +50,7 @@ class SecretKind(str, enum.Enum):
 
 
 class Encoding(str, enum.Enum):
-    """How the stored value maps to the bytes the token receives."""
+    """The mapping from the stored value to the bytes the token receives."""
 
     ASCII_FF_PADDED = "ascii-ff-padded"  # PIV PIN/PUK: ASCII, right-padded with FF to 8 bytes
     HEX_8_BYTES = "hex-8-bytes"  # an 8-byte key or PIN given as 16 hex digits
@@ -59,12 +59,12 @@ class Encoding(str, enum.Enum):
 
 
 class RecordState(str, enum.Enum):
-    """Where a value stands relative to the token."""
+    """The state of an escrowed value relative to the token."""
 
     PENDING = "pending"  # escrowed, not yet sent
     APPLIED = "applied"  # the token accepted it: it is the current value
     FAILED = "failed"  # the token rejected it: the previous applied value stays current
-    UNKNOWN = "unknown"  # sent, but the answer was lost: the token may hold it
+    UNKNOWN = "unknown"  # sent, but the response was lost, so the token may contain it
 
 
 def utc_now() -> str:
