@@ -89,3 +89,10 @@ def test_transaction_ends_even_on_error():
         with Channel(transport).transaction():
             raise RuntimeError("x")
     assert transport.sent == ["begin", "end"]
+
+
+def test_continuation_instruction_is_configurable():
+    transport = ScriptedTransport([b"\x01\x61\x01", b"\x02\x90\x00"])
+    response, _ = Channel(transport).send(CommandApdu(0, 0xA1, 0, 0, name="LIST"), continuation_ins=0xA5)
+    assert response.data == b"\x01\x02"
+    assert transport.sent[1] == bytes.fromhex("00A5000001")

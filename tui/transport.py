@@ -78,8 +78,19 @@ class Channel:
         self.observers: list[ExchangeObserver] = list(observers or [])
         self.exchanges: list[Exchange] = []
 
-    def send(self, command: CommandApdu, *, status_query: bool = False, counter_in_630x: bool = True) -> tuple[ResponseApdu, Status]:
+    def send(
+        self,
+        command: CommandApdu,
+        *,
+        status_query: bool = False,
+        counter_in_630x: bool = True,
+        continuation_ins: int = 0xC0,
+    ) -> tuple[ResponseApdu, Status]:
         """Send `command`, follow 61xx and 6Cxx, and return the final response and its status.
+
+        `continuation_ins` is the instruction that fetches the rest of a 61xx
+        answer: GET RESPONSE (C0) by ISO 7816-4, SEND REMAINING (A5) on the
+        YubiKey OATH application.
 
         Transport errors propagate as `PcscError`; the failed exchange is still
         recorded so the activity log shows what was in flight.
@@ -103,7 +114,8 @@ class Channel:
                     from tui.errors import MalformedResponseError
 
                     raise MalformedResponseError(f"{command.name or command.header}: card kept answering 61xx")
-                get_response = CommandApdu(command.cla & 0x80, 0xC0, 0x00, 0x00, le=response.sw2 or 256, name="GET RESPONSE")
+                name = "GET RESPONSE" if continuation_ins == 0xC0 else "SEND REMAINING"
+                get_response = CommandApdu(command.cla & 0x80, continuation_ins, 0x00, 0x00, le=response.sw2 or 256, name=name)
                 response = self._transmit(get_response)
                 data += response.data
             response = ResponseApdu(data, response.sw)
