@@ -46,6 +46,7 @@ LOCK_PATH = Path(os.environ.get("KEYTRIAGE_PCSCD_LOCK", "/tmp/keytriage-pcscd.lo
 LOCK_WAIT_S = 300.0
 START_WAIT_S = 10.0
 PRESENCE_WAIT_S = 5.0
+PORT_FREE_WAIT_S = 75.0
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- helpers ------------------------------------------------------------------------
 
 
-def listening_ports() -> set[int]:
-    """Return the TCP ports in LISTEN state, read from /proc/net/tcp.
+def local_ports(state: str | None = "0A") -> set[int]:
+    """Return the local TCP ports with sockets in `state` (hex, "0A" is LISTEN; None for any), from /proc/net/tcp.
 
     Reading the kernel table, not connecting, matters here: a connection to a
     vpcd port is a card insertion.
@@ -104,7 +105,7 @@ def listening_ports() -> set[int]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A":
+            if len(fields) > 3 and (state is None or fields[3] == state):
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
 
@@ -212,6 +213,7 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory):
         if pid is not None:
             _check_foreign_pcscd(pid)
         else:
+            _wait_ports_free()
             with log_path.open("w") as log_file:
                 process = subprocess.Popen([executable, "--foreground", "--info", "-c", str(READER_DIR)],
                                            stdout=log_file, stderr=subprocess.STDOUT)
@@ -227,6 +229,20 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory):
         os.close(lock)
 
 
+def _wait_ports_free() -> None:
+    # vpcd 0.8 binds its ports without SO_REUSEADDR, so a socket of an earlier
+    # connection in TIME_WAIT (60 s on Linux) on one of them makes pcscd start
+    # without that reader. Any program's connection can leave one, because the
+    # ports lie in Linux's default ephemeral range (32768-60999).
+    ports = {slot.port for slot in SLOTS}
+    deadline = time.monotonic() + PORT_FREE_WAIT_S
+    while busy := ports & local_ports(state=None):
+        if time.monotonic() > deadline:
+            pytest.fail(f"TCP ports {sorted(busy)} stayed in use for {PORT_FREE_WAIT_S:g} s (see 'ss -tan'), so vpcd "
+                        "cannot listen on them. Stop the program that uses them, then rerun.")
+        time.sleep(0.5)
+
+
 def _wait_started(process: subprocess.Popen, log_path: Path) -> None:
     ports = {slot.port for slot in SLOTS}
     expected = {slot.reader for slot in SLOTS}
@@ -235,7 +251,7 @@ def _wait_started(process: subprocess.Popen, log_path: Path) -> None:
         if process.poll() is not None:
             pytest.fail(f"pcscd exited with status {process.returncode} during start-up; its log: "
                         f"{log_path.read_text()[-2000:]}")
-        if PCSCD_SOCKET.exists() and ports <= listening_ports():
+        if PCSCD_SOCKET.exists() and ports <= local_ports():
             readers = list_readers() or []
             if expected <= set(readers):
                 return
