@@ -485,3 +485,77 @@ def test_missing_file_typed_error(tmp_path):
 ])
 def test_parse_command_cases(raw, expected):
     assert parse_command(bytes.fromhex(raw)) == expected
+
+
+# --- golden trace from HID's published vectors ------------------------------------------
+
+# tests/traces/hid-crescendo-published.trace holds what the read-only scan
+# sends to an HID Crescendo key, answered with published replies: HID's ACA
+# SELECT reply (family 10, applet version 3.0.3 build 1), GET PIN PROPERTIES
+# in HID's `31 05 min max RFU RFU numeric` form, a 16-byte GET CHALLENGE (an
+# AES-128 admin key), the SP 800-73-4 PIV SELECT reply as Yubico documents it,
+# a PIV status query answered 63C5, and a CHUID in Yubico's template with its
+# own GUID. GET DATA CPLC answers 6A88 and the card-manager SELECTs 6A82,
+# because no public source shows a Crescendo CPLC reply.
+GOLDEN = Path(__file__).parent / "traces" / "hid-crescendo-published.trace"
+
+
+def scan_golden(settings=None, writer=None):
+    from tui.scan import scan_all
+    from tui.settings import SiteSettings
+
+    backend = ReplayBackend.from_file(GOLDEN)
+    scanned = writer.wrap(backend) if writer is not None else backend
+    return backend, scan_all(scanned, settings or SiteSettings(), observer=writer)
+
+
+def test_golden_select_vector():
+    select = next(exchange for exchange in Trace.load(GOLDEN).exchanges if exchange.name == "SELECT ACA")
+
+    assert select.response == SELECT_ACA_REPLY
+
+
+def test_golden_replays_through_scan():
+    from tui.model import PinState, Profile
+
+    backend, result = scan_golden()
+
+    backend.assert_complete()
+    token = result.tokens[0]
+    assert result.problem is None
+    assert token.problem is None
+    assert token.profile is Profile.HID_CRESCENDO
+    assert token.smartcard.aca_version == "3.0.3 build 1"
+    assert token.smartcard.pin.state is PinState.OK
+    assert token.smartcard.pin.remaining == 5
+    assert token.smartcard.pin_policy.min_length == 4
+    assert token.smartcard.pin_policy.max_length == 8
+    assert token.smartcard.pin_policy.numeric_only is True
+    assert token.smartcard.admin_key.text() == "AES-128"
+    assert str(token.token_id) == "guid:4B54524943455343454E444F00000001"
+    assert result.apdu_count == 9
+
+
+def test_golden_rerecorded_identically(tmp_path):
+    path = tmp_path / "again.trace"
+
+    with open_trace_writer(path) as writer:
+        scan_golden(writer=writer)
+
+    def exchanges(file):
+        return [line for line in read_lines(file) if line["type"] == "exchange"]
+
+    assert exchanges(path) == exchanges(GOLDEN)
+
+
+def test_golden_catches_new_command():
+    from tui.settings import SiteSettings
+
+    # With unconfirmed commands allowed, the scan adds the ACA VERIFY status
+    # query after GET CHALLENGE; the replay must name that spot.
+    with pytest.raises(ReplayMismatchError) as caught:
+        scan_golden(SiteSettings(allow_unverified_commands=True))
+
+    assert caught.value.index == 6
+    assert caught.value.expected.startswith("SELECT PIV 00 A4 04 00")
+    assert caught.value.got == "00 20 00 00"
