@@ -181,3 +181,33 @@ def make_app(settings):
                             lab_scenario=lab_scenario, scan=scanner, clock=fixed_clock, **kwargs)
 
     return factory
+
+
+# --- isolation ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Point the XDG config and state directories at a temporary folder for every test.
+
+    The audit trail and config file would otherwise land in the developer's
+    home directory, and one test's audit records would count as another's
+    attempts.
+    """
+    base = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
+    monkeypatch.delenv("KEYTRIAGE_CONFIG", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def restore_keytriage_logger():
+    """Undo what `tui.cli.main` does to the "keytriage" logger (level, propagation, handlers)."""
+    import logging
+
+    logger = logging.getLogger("keytriage")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
+    logger.handlers[:] = saved[2]

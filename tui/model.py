@@ -204,6 +204,12 @@ class TokenScan:
     problem: PcscProblem | None = None
     error: str | None = None
     is_lab: bool = False
+    # Filled by the FIDO, OTP and certificate readers; typed loosely here so the
+    # model does not import those layers (tui.fido.state.FidoState,
+    # tui.oath.OtpSlots, a list of certificate summaries).
+    fido: object | None = None
+    otp: object | None = None
+    certificates: list = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -41,6 +41,26 @@ MAIN_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("quit", "quit", "q", "Quit", "Quit keytriage."),
 )
 
+# Feature modules, each with an ACTIONS tuple and a mixin of the app.
+FEATURE_MODULES = (
+    "tui.ui.feature_recovery",
+    "tui.ui.feature_escrow",
+    "tui.ui.feature_fido",
+    "tui.ui.feature_otp",
+    "tui.ui.feature_ticket",
+)
+
+
+def all_actions() -> tuple[ActionSpec, ...]:
+    """Return the core actions followed by every feature's actions, help and quit last."""
+    import importlib
+
+    core = [spec for spec in MAIN_ACTIONS if spec.id not in ("help", "quit")]
+    features = [spec for module in FEATURE_MODULES for spec in importlib.import_module(module).ACTIONS]
+    tail = [spec for spec in MAIN_ACTIONS if spec.id in ("help", "quit")]
+    return tuple(core + features + tail)
+
+
 # Number keys pick a token by the index shown in the Tokens panel.
 TOKEN_DIGIT_BINDINGS: list[Binding] = [
     Binding(str(digit), f"select_token({digit})", f"Token {digit}", show=False, id=f"select-token-{digit}")

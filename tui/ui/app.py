@@ -23,12 +23,19 @@ from textual.widgets import OptionList, Static
 from tui.apdu import Exchange
 from tui.device import DeviceOwner
 from tui.errors import KeytriageError, PcscError
+from tui.audit import AuditTrail
 from tui.model import ScanResult, TokenScan
 from tui.runbook import RunbookResult, evaluate, select_token
+from tui.session import Session
 from tui.settings import SiteSettings
 from tui.transport import ReaderBackend
-from tui.ui.actions import MAIN_ACTIONS, TOKEN_DIGIT_BINDINGS
+from tui.ui.actions import TOKEN_DIGIT_BINDINGS, all_actions
 from tui.ui.commands import ActionsProvider
+from tui.ui.feature_escrow import EscrowFeature
+from tui.ui.feature_fido import FidoFeature
+from tui.ui.feature_otp import OtpFeature
+from tui.ui.feature_recovery import RecoveryFeature
+from tui.ui.feature_ticket import TicketFeature
 from tui.ui.screens import HelpScreen, MainScreen
 from tui.ui.stylesheet import load_stylesheet
 from tui.ui.widgets import (
@@ -72,7 +79,7 @@ def _default_scan(backend: ReaderBackend, settings: SiteSettings, *, observer=No
     return scan_all(backend, settings, observer=observer)
 
 
-class KeytriageApp(App[int]):
+class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, TicketFeature, App[int]):
     """The keytriage TUI.
 
     `backend_factory` builds the reader backend on the device thread, on the
@@ -83,11 +90,12 @@ class KeytriageApp(App[int]):
 
     TITLE = "keytriage"
     COMMANDS = {ActionsProvider}
-    BINDINGS = [spec.binding() for spec in MAIN_ACTIONS] + TOKEN_DIGIT_BINDINGS
+    BINDINGS = [spec.binding() for spec in all_actions()] + TOKEN_DIGIT_BINDINGS
 
     def __init__(self, backend_factory: BackendFactory, settings: SiteSettings, lab_scenario: str | None = None, *,
                  scan: ScanFunction | None = None, device: DeviceOwner | None = None,
-                 clock: Callable[[], datetime] | None = None, scan_on_start: bool = True) -> None:
+                 clock: Callable[[], datetime] | None = None, scan_on_start: bool = True,
+                 session: Session | None = None) -> None:
         self.CSS, self.stylesheet_origin = load_stylesheet()
         super().__init__()
         self.backend_factory = backend_factory
@@ -98,6 +106,7 @@ class KeytriageApp(App[int]):
         self._owns_device = device is None
         self.clock = clock or datetime.now
         self.scan_on_start = scan_on_start
+        self.session = session or Session(settings, AuditTrail(lab=lab_scenario is not None), lab_scenario=lab_scenario)
 
         self._backend: ReaderBackend | None = None
         self.scan_result: ScanResult | None = None
@@ -121,6 +130,7 @@ class KeytriageApp(App[int]):
         self._show_state("Not scanned yet" if not self.scan_on_start else "Scanning...")
         if self.lab_scenario is not None:
             self.activity.add(f"LAB mode: scenario {self.lab_scenario}, simulated key, no real token used")
+        self.call_feature_hooks("feature_ready")
         if self.scan_on_start:
             self.action_rescan()
 
@@ -195,6 +205,14 @@ class KeytriageApp(App[int]):
         self.main_screen.query_one(TokenList).show_tokens(message.result, self.selected_key)
         self._sync_selection()
         self._refresh_panels()
+        self.call_feature_hooks("feature_after_scan", message.result)
+
+    def call_feature_hooks(self, name: str, *args: Any) -> None:
+        """Call hook `name` on every feature mixin that defines it, in method resolution order."""
+        for cls in type(self).__mro__:
+            hook = cls.__dict__.get(name)
+            if hook is not None:
+                hook(self, *args)
 
     # --- selection ---------------------------------------------------------
 
@@ -267,7 +285,7 @@ class KeytriageApp(App[int]):
         screen.query_one("#verdict", Static).update(verdict)
 
     def _has_action(self, action: str) -> bool:
-        return any(spec.action == action for spec in MAIN_ACTIONS) and action != "rescan"
+        return any(spec.action == action for spec in all_actions()) and action != "rescan"
 
     # --- help and quit -------------------------------------------------------
 

@@ -6,14 +6,14 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui.ui.actions import MAIN_ACTIONS, key_text
+from tui.ui.actions import all_actions, key_text
 
 
 class ActionsProvider(Provider):
     """List every action of the action table, with its key and help text."""
 
     def _entries(self):
-        for spec in MAIN_ACTIONS:
+        for spec in all_actions():
             yield spec, f"{spec.label} ({key_text(spec)})", partial(self.app.run_action, spec.action)
 
     async def discover(self) -> Hits:

@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static
 
-from tui.ui.actions import MAIN_ACTIONS, key_text
+from tui.ui.actions import all_actions, key_text
 from tui.ui.widgets import ActivityLog, HeaderBar, TokensPanel
 
 MIN_WIDTH = 80
@@ -65,7 +65,7 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        lines = [f"{key_text(spec):<8} {spec.help}" for spec in MAIN_ACTIONS]
+        lines = [f"{key_text(spec):<8} {spec.help}" for spec in all_actions()]
         lines.append(f"{'0-9':<8} Select the token shown with this index.")
         lines.append(f"{'ctrl+p':<8} Command palette: every action by name.")
         lines.append("")

@@ -17,7 +17,7 @@ from textual.widgets.option_list import Option
 
 from tui.model import ScanResult, Source, TokenScan
 from tui.runbook import STEPS, RunbookResult
-from tui.ui.actions import MAIN_ACTIONS
+from tui.ui.actions import all_actions
 
 # Marks in front of runbook lines. Each line also states its outcome in words.
 MARK_DONE = "✔"
@@ -117,7 +117,7 @@ def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str
 
 
 def _key_for(action: str) -> str:
-    for spec in MAIN_ACTIONS:
+    for spec in all_actions():
         if spec.action == action:
             return spec.keys.split(",")[0]
     return action
