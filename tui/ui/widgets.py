@@ -134,11 +134,16 @@ class HeaderBar(Horizontal):
         yield Static(" keytriage", id="title")
         if self.lab_scenario is not None:
             yield Static(f" LAB {self.lab_scenario}: simulated key ", id="lab-banner")
+        yield Static("", id="vault-state")
         yield Static("", id="scan-state")
 
     def set_state(self, text: str) -> None:
         """Show the scan state, e.g. "Scanning..." or "Scanned 20:01:02"."""
         self.query_one("#scan-state", Static).update(text)
+
+    def set_vault(self, text: str) -> None:
+        """Show the Vault state in words, e.g. "Vault: ok (writer, 52m)" or "Vault: sealed"."""
+        self.query_one("#vault-state", Static).update(text)
 
 
 class TokenList(OptionList):
