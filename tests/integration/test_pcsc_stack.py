@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from tests.integration.conftest import SLOTS, wait_reader
+from .conftest import SLOTS, wait_reader
 from tui.errors import CardRemovedError, PcscError
 from tui.model import PcscProblem
 

@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from tests.integration.conftest import SLOTS, wait_reader
+from .conftest import SLOTS, wait_reader
 from tui.errors import CardRemovedError
 from tui.model import PcscProblem, PinState
 from tui.settings import SiteSettings

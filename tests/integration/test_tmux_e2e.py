@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import SLOTS, wait_reader
+from .conftest import SLOTS, wait_reader
 
 SCREEN_WAIT_S = 20.0
 
