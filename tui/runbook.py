@@ -100,6 +100,35 @@ class StepTaken:
     summary: str
 
 
+@dataclass(frozen=True)
+class OfferedStep:
+    """A step the runbook offers but does not walk: the technician may run it deliberately."""
+
+    step: str
+    action: str
+    reason: str
+
+
+@dataclass
+class RunbookFindings:
+    """What this session learnt beyond the scan, for the steps after Step 3.
+
+    Each field is None until its step ran: `verify` is a
+    `tui.recovery.verify.VerifyOutcome` value, `puk_reset` a
+    `tui.recovery.puk_reset.PukResetOutcome` value, `unlock` a
+    `tui.recovery.unlock.UnlockOutcome` value, `xauth` a `tui.xauth.XauthOutcome`
+    value, `reprovisioned` True once Step 10 wiped the token.
+    """
+
+    verify: str | None = None
+    verify_tries: int | None = None
+    puk_reset: str | None = None
+    puk_tries: int | None = None
+    unlock: str | None = None
+    xauth: str | None = None
+    reprovisioned: bool = False
+
+
 @dataclass
 class RunbookResult:
     """The evaluation of the runbook against one scan and one selected token.
@@ -113,6 +142,10 @@ class RunbookResult:
     next_step: str | None
     verdict: str
     notices: list[str] = field(default_factory=list)
+    action: str | None = None  # the UI action that runs `next_step` ("verify", "unblock_puk", ...)
+    applet: str | None = None  # the locked applet ("smart card", "FIDO", "OATH", "external auth")
+    not_lockout: str | None = None  # why this is not a lockout (user error, relying party, expired certificate)
+    offered: list[OfferedStep] = field(default_factory=list)
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
