@@ -1,20 +1,43 @@
-"""The read-only scan (runbook Steps 1 to 3): readers, tokens, IDs and smart-card state.
+"""The read-only scan (runbook Steps 1 to 3, 5, 7 and 8): readers, tokens, IDs and every applet's state.
 
 `scan_all` lists the readers, connects to each card and reads its profile,
-ID candidates and PIN, PUK and admin key state without spending a try. No
-VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, UNLOCK PIN or EXTERNAL
-AUTHENTICATE with a data field is ever built here. It blocks, so callers run
-it on the device thread (`tui.device.DeviceOwner`). A number that was not
-read stays None with a state that says why; it is never reported as 0.
+ID candidates and PIN, PUK and admin key state without spending a try, then
+the PIV certificates, the OTP slots and the FIDO PIN state. No VERIFY,
+CHANGE REFERENCE DATA, RESET RETRY COUNTER, UNLOCK PIN, EXTERNAL
+AUTHENTICATE with a data field, HOTP AUTHENTICATE or FIDO PIN is ever sent
+here. It blocks, so callers run it on the device thread
+(`tui.device.DeviceOwner`). A number that was not read stays None with a
+state that says why; it is never reported as 0.
+
+APDUs per token beyond the smart-card list in `tui.profiles`:
+- Certificates (4, only when SELECT PIV returned 9000): GET DATA of 5FC105,
+  5FC10A, 5FC10B and 5FC101 (slots 9A, 9C, 9D, 9E). About 120 ms on a card
+  that takes 30 ms per APDU, spent because the runbook needs the dates: an
+  expired certificate fails a smart-card login with a healthy PIN, and that
+  is not a lockout.
+- OTP slots: HID Crescendo 3 (SELECT of each OATH instance); YubiKey 2 or 3
+  (SELECT OTP, SELECT OATH, OATH LIST when OATH is present); a generic or
+  unknown card 5 or 6 (both sets). No code is ever calculated.
+- FIDO: none over PC/SC when the token's authenticator is reached over USB
+  HID (getInfo and getPINRetries go over HID). Otherwise SELECT of the FIDO
+  AID (1), and when it answers 9000, getInfo and getPINRetries in
+  NFCCTAP_MSG commands (plus NFCCTAP_GETRESPONSE polls while the
+  authenticator works).
+The FIDO read comes last because it leaves the FIDO AID selected; a caller
+that sends PIV commands afterwards must SELECT PIV again.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
-from tui import aca, gp, piv
-from tui.apdu import Exchange, StatusKind
-from tui.errors import CardRemovedError, MalformedResponseError, PcscError
+from tui import aca, certs, gp, piv
+from tui.apdu import CommandApdu, Exchange, ResponseApdu, StatusKind, decode_sw
+from tui.errors import CardRemovedError, KeytriageError, MalformedResponseError, PcscError
 from tui.identity import choose_token_id, id_candidates, id_sources_for
 from tui.model import (AdminKey, Counter, PcscProblem, PinState, Profile, ScanResult, SmartCardState, Source,
                        TokenScan)
@@ -27,16 +50,30 @@ log = logging.getLogger("keytriage.scan")
 PUK_NOT_READABLE = "PUK tries cannot be read with public commands on this key; a wrong PUK spends a try"
 
 
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """Return the current time in UTC, the scan's default clock."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
 def scan_all(backend: ReaderBackend, settings: SiteSettings, *, observer: ExchangeObserver | None = None,
-             explain: bool = False) -> ScanResult:
+             explain: bool = False, clock: Clock | None = None, usb_hid: bool | None = None) -> ScanResult:
     """List every reader and scan the card in each; blocking, run it on the device thread.
 
     A failure to list readers becomes `ScanResult.problem`; a failure on one
     card becomes that token's `problem`. Readers without a card are listed
     in `readers` but are not tokens. `explain` also reads the ID sources the
     site does not use (GET DATA CHUID) for `keytriage id --explain`.
+    `clock` returns the (timezone-aware) time certificates are checked
+    against. `usb_hid` False skips the FIDO USB HID search; None searches
+    except when `backend` replays a trace, which holds PC/SC traffic only.
     """
     result = ScanResult(lab_scenario=_lab_scenario(backend))
+    now = (clock or utc_now)()
+    if usb_hid is None:
+        usb_hid = _usb_hid_allowed(backend)
 
     def count(exchange: Exchange) -> None:
         result.apdu_count += 1
@@ -58,7 +95,8 @@ def scan_all(backend: ReaderBackend, settings: SiteSettings, *, observer: Exchan
 
     empty_readers = 0
     for reader in result.readers:
-        token = scan_reader(backend, reader, len(result.tokens), settings, observer=count, explain=explain)
+        token = scan_reader(backend, reader, len(result.tokens), settings, observer=count, explain=explain,
+                            now=now, usb_hid=usb_hid)
         if token.problem is PcscProblem.NO_CARD:
             empty_readers += 1
             continue
@@ -68,6 +106,12 @@ def scan_all(backend: ReaderBackend, settings: SiteSettings, *, observer: Exchan
         result.problem = PcscProblem.NO_CARD
         result.problem_detail = PcscProblem.NO_CARD.message
     return result
+
+
+def _usb_hid_allowed(backend: ReaderBackend) -> bool:
+    from tui.trace import ReplayBackend
+
+    return not isinstance(backend, ReplayBackend)
 
 
 def _lab_scenario(backend: ReaderBackend) -> str | None:
@@ -83,13 +127,18 @@ def _lab_scenario(backend: ReaderBackend) -> str | None:
 
 
 def scan_reader(backend: ReaderBackend, reader: str, index: int, settings: SiteSettings, *,
-                observer: ExchangeObserver | None = None, explain: bool = False) -> TokenScan:
-    """Connect to the card in `reader` and read it inside one PC/SC transaction.
+                observer: ExchangeObserver | None = None, explain: bool = False,
+                now: dt.datetime | None = None, usb_hid: bool = True) -> TokenScan:
+    """Connect to the card in `reader` and read it: smart card and certificates, OTP slots, FIDO.
 
-    PC/SC failures end up in `TokenScan.problem` (NO_CARD when the reader is
-    empty). A reset by another connection restarts the read once; a second
-    reset is reported. The card is left powered on disconnect.
+    The smart-card part runs inside one PC/SC transaction. PC/SC failures
+    there end up in `TokenScan.problem` (NO_CARD when the reader is empty).
+    A reset by another connection restarts that part once; a second reset
+    is reported. The OTP and FIDO reads follow only when it succeeded, and
+    their failures stay in their own state (`TokenScan.otp`, `.fido`). The
+    card is left powered on disconnect.
     """
+    now = now or utc_now()
     token = TokenScan(index=index, reader=reader, is_lab=bool(getattr(backend, "is_lab", False)))
     transport = backend.open(reader)
     try:
@@ -104,7 +153,7 @@ def scan_reader(backend: ReaderBackend, reader: str, index: int, settings: SiteS
         for attempt in (1, 2):
             try:
                 with channel.transaction():
-                    _read_token(channel, token, settings, backend, explain)
+                    _read_token(channel, token, settings, backend, explain, now)
                 break
             except CardRemovedError as exc:
                 if exc.problem is PcscProblem.CARD_RESET and attempt == 1:
@@ -116,6 +165,9 @@ def scan_reader(backend: ReaderBackend, reader: str, index: int, settings: SiteS
             except PcscError as exc:
                 _record_problem(token, exc)
                 break
+        if token.problem is None:
+            _read_otp(channel, token, settings)
+            _read_fido(backend, token, transport, observer, usb_hid)
     finally:
         try:
             transport.disconnect()
@@ -133,6 +185,7 @@ def _record_problem(token: TokenScan, exc: PcscError) -> None:
 def _clear_readout(token: TokenScan) -> None:
     token.profile = Profile.UNKNOWN
     token.smartcard = SmartCardState()
+    token.certificates = []
     token.id_candidates = []
     token.token_id = token.cuid = token.cuid_source = None
 
@@ -141,8 +194,9 @@ def _wants_cplc(settings: SiteSettings, explain: bool) -> bool:
     return explain or any(s in ("cplc", "cplc-gp") for sources in settings.id_sources.values() for s in sources)
 
 
-def _read_token(channel: Channel, token: TokenScan, settings: SiteSettings, backend: ReaderBackend, explain: bool) -> None:
-    """Read one token: CPLC, profile, smart-card state, then the token ID."""
+def _read_token(channel: Channel, token: TokenScan, settings: SiteSettings, backend: ReaderBackend, explain: bool,
+                now: dt.datetime) -> None:
+    """Read one token: CPLC, profile, smart-card state, the token ID, then the PIV certificates."""
     sc = token.smartcard
 
     # CPLC first: before any SELECT, the applet selected at power-up (often the
@@ -178,6 +232,107 @@ def _read_token(channel: Channel, token: TokenScan, settings: SiteSettings, back
         sc.puk = Counter(PinState.NOT_SUPPORTED)
 
     _choose_id(channel, token, cplc, settings, explain)
+
+    # Every profile with PIV present ends its state read with PIV selected, so
+    # the certificates need no SELECT of their own.
+    if sc.piv_present:
+        token.certificates = certs.read_certificates(channel, now)
+
+
+def _read_otp(channel: Channel, token: TokenScan, settings: SiteSettings) -> None:
+    """List the OTP slots (never generating a code); a failure is recorded in the listing's notes."""
+    from tui.oath import OtpSlots, list_otp_slots
+
+    try:
+        token.otp = list_otp_slots(channel, token.profile, settings, token.is_lab)
+    except KeytriageError as exc:
+        log.warning("OTP listing on %s failed: %s", token.reader, exc)
+        token.otp = OtpSlots(token.profile, notes=[f"The OTP slots could not be read: {exc}. Rescan to try again."])
+
+
+def _read_fido(backend: ReaderBackend, token: TokenScan, transport: Any, observer: ExchangeObserver | None,
+               usb_hid: bool) -> None:
+    """Read the FIDO PIN state: USB HID first, PC/SC over the scan's own connection only when HID has no device."""
+    from tui.fido.discovery import FidoDiscovery, find_fido_devices
+    from tui.fido.state import FidoPin, FidoPinState, FidoState, PinReason, read_discovered_state
+
+    discovery = FidoDiscovery()
+    try:
+        if usb_hid:
+            discovery = find_fido_devices(token.reader, backend, include_pcsc=False)
+        if not any(endpoint.device is not None for endpoint in discovery.endpoints):
+            shared = _SharedTransport(transport, token, observer)
+            over_pcsc = find_fido_devices(token.reader, backend, transport=shared, include_hid=False)
+            discovery.endpoints.extend(over_pcsc.endpoints)
+            discovery.notes.extend(over_pcsc.notes)
+        token.fido = read_discovered_state(discovery)
+    except Exception as exc:  # noqa: BLE001 - fido2 and HID raise assorted errors; the smart-card result must stand
+        log.warning("FIDO state of %s not read: %s: %s", token.reader, type(exc).__name__, exc)
+        text = f"The FIDO state could not be read: {type(exc).__name__}: {exc}. Rescan to try again."
+        token.fido = FidoState(FidoPin(FidoPinState.UNKNOWN, reason=PinReason.READ_FAILED, explanation=text),
+                               error_text=text)
+    finally:
+        discovery.close()
+
+
+class _SharedTransport:
+    """The scan's connected transport as fido2 sees it: no second connect or disconnect, every APDU observed.
+
+    fido2's `CtapPcscDevice` connects and disconnects its connection; sharing
+    the scan's connection avoids a second PC/SC handle. Each APDU is reported
+    to the scan's observer, so it is counted, traced and shown like the rest.
+    """
+
+    def __init__(self, inner: Any, token: TokenScan, observer: ExchangeObserver | None) -> None:
+        self.inner = inner
+        self.reader = token.reader
+        self.atr = bytes.fromhex(token.atr)
+        self.observer = observer
+
+    def connect(self) -> bytes:
+        return self.atr
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        command = _command_from_bytes(apdu)
+        started = time.perf_counter()
+        try:
+            raw = self.inner.transmit_raw(apdu)
+            response = ResponseApdu.from_bytes(raw)
+        except Exception as exc:
+            self._observe(Exchange(command, None, error=str(exc), elapsed_ms=(time.perf_counter() - started) * 1000))
+            raise
+        self._observe(Exchange(command, response, decode_sw(response.sw), elapsed_ms=(time.perf_counter() - started) * 1000))
+        return raw
+
+    def begin_transaction(self) -> None:
+        self.inner.begin_transaction()
+
+    def end_transaction(self) -> None:
+        self.inner.end_transaction()
+
+    def disconnect(self) -> None:
+        """Leave the connection open: the scan disconnects it."""
+
+    def _observe(self, exchange: Exchange) -> None:
+        if self.observer is not None:
+            self.observer(exchange)
+
+
+# Names of the commands fido2 sends over PC/SC, for the activity log and traces.
+_FIDO_COMMAND_NAMES = {0xA4: "SELECT FIDO", 0x10: "NFCCTAP_MSG", 0x11: "NFCCTAP_GETRESPONSE", 0xC0: "GET RESPONSE"}
+
+
+def _command_from_bytes(apdu: bytes) -> CommandApdu:
+    from tui.trace import parse_command
+
+    name = _FIDO_COMMAND_NAMES.get(apdu[1], "FIDO APDU") if len(apdu) >= 2 else "FIDO APDU"
+    try:
+        _, data, le = parse_command(apdu)
+        return CommandApdu(apdu[0], apdu[1], apdu[2], apdu[3], data, le, name=name)
+    except (MalformedResponseError, ValueError, IndexError):
+        # An extended-length or malformed APDU: record the header, the data cannot be shown.
+        header = (apdu + bytes(4))[:4]
+        return CommandApdu(header[0], header[1], header[2], header[3], name=f"{name} (not a short APDU)")
 
 
 def _read_crescendo(channel: Channel, sc: SmartCardState, allow_unverified: bool) -> None:

@@ -1,7 +1,9 @@
 """The scan result as JSON-ready data and as a plain-text table, for `keytriage scan`.
 
 Numbers that were not read are null, never 0, and each counter names the
-command that produced it (`source`).
+command that produced it (`source`). `tokens[].fido` is the form of
+`tui.fido.export.to_json`, `tokens[].otp` lists every OTP slot field (null
+when unknown) and `tokens[].certificates` each PIV slot certificate read.
 """
 
 from __future__ import annotations
@@ -64,8 +66,27 @@ def token_to_dict(token: TokenScan) -> dict[str, Any]:
             "firmware": sc.firmware,
             "notes": list(sc.notes),
         },
+        "fido": fido_to_dict(token.fido),
+        "otp": otp_to_dict(token.otp),
+        "certificates": [certificate.to_dict() for certificate in token.certificates],
         "next_step": next_step_for(token),
     }
+
+
+def fido_to_dict(state: Any) -> dict[str, Any] | None:
+    """Convert the FIDO state to JSON data, or None when it was not read (the smart-card read failed)."""
+    if state is None:
+        return None
+    from tui.fido.export import to_json
+
+    return to_json(state)
+
+
+def otp_to_dict(slots: Any) -> dict[str, Any] | None:
+    """Convert the OTP listing to JSON data, or None when it was not read."""
+    if slots is None:
+        return None
+    return slots.to_dict()
 
 
 def _problem(problem) -> dict[str, Any] | None:
@@ -121,5 +142,22 @@ def result_to_text(result: ScanResult) -> str:
     for token in result.tokens:
         if token.problem is not None:
             lines.append(f"{token.index}: problem: {token.error or token.problem.message}")
+        lines.extend(f"{token.index}: {line}" for line in applet_lines(token))
         lines.append(f"{token.index}: next: {next_step_for(token)}")
     return "\n".join(lines) + "\n"
+
+
+def applet_lines(token: TokenScan) -> list[str]:
+    """Word the FIDO PIN, each present OTP slot and each certificate of `token`, one line each."""
+    lines = []
+    if token.fido is not None:
+        lines.append(f"FIDO PIN: {token.fido.pin.text()}")
+    if token.otp is not None:
+        present = token.otp.present()
+        lines.extend(slot.summary() for slot in present)
+        if not present:
+            lines.append("OTP: no OTP slot")
+    for certificate in token.certificates:
+        if certificate.present is not False:
+            lines.append(f"certificate {certificate.slot}: {certificate.text()}")
+    return lines
