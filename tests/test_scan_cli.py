@@ -137,3 +137,146 @@ def test_id_no_token_exit_one(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "card in reader" in captured.err
+
+
+FIDO_SCENARIOS = {
+    "fido-not-set": ("not_set", 8),
+    "fido-healthy": ("healthy", 8),
+    "fido-auth-blocked": ("temporarily_blocked", 5),
+    "fido-blocked": ("permanently_blocked", 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIDO_SCENARIOS))
+def test_fido_pin_state_json(capsys, name):
+    code, data, _ = scan_json(capsys, "--lab", name)
+    fido = data["tokens"][0]["fido"]
+    expected_state, expected_retries = FIDO_SCENARIOS[name]
+    assert code == 0
+    assert fido["pin"]["state"] == expected_state
+    assert fido["pin"]["retries"] == expected_retries
+    assert data["tokens"][0]["smartcard"]["pin"]["state"] == "ok"
+
+
+def test_fido_states_all_differ(capsys):
+    states = {scan_json(capsys, "--lab", name)[1]["tokens"][0]["fido"]["pin"]["state"] for name in FIDO_SCENARIOS}
+    assert len(states) == 4
+
+
+def test_fido_retries_zero_only_when_blocked(capsys):
+    for name in FIDO_SCENARIOS:
+        retries = scan_json(capsys, "--lab", name)[1]["tokens"][0]["fido"]["pin"]["retries"]
+        assert (retries == 0) == (name == "fido-blocked"), name
+
+
+def test_fido_absent_json(capsys):
+    _, data, _ = scan_json(capsys, "--lab", "wrong-pin")
+    fido = data["tokens"][0]["fido"]
+    assert fido["found"] is False
+    assert fido["pin"]["state"] == "not_supported"
+    assert fido["pin"]["retries"] is None
+
+
+def test_otp_slots_json(capsys):
+    _, data, _ = scan_json(capsys, "--lab", "otp-drift")
+    slots = data["tokens"][0]["otp"]["slots"]
+    assert [slot["slot"] for slot in slots] == ["1", "2", "3"]
+    first = slots[0]
+    assert (first["mode"], first["algorithm"], first["digits"]) == ("HOTP", "SHA-1", 6)
+    assert first["counter"] == 1042
+    assert first["name"] == "VPN OTP"
+    assert slots[1]["configured"] is False
+    # Every field is present, unknown ones as null.
+    assert slots[1]["mode"] is None
+    assert set(first) == set(slots[1])
+
+
+def test_certificates_json(capsys):
+    _, data, _ = scan_json(capsys, "--lab", "healthy")
+    certificates = data["tokens"][0]["certificates"]
+    assert [c["slot"] for c in certificates] == ["9A", "9C", "9D", "9E"]
+    assert certificates[0]["present"] is True
+    assert certificates[0]["subject"] == "Lab Crescendo 1"
+    assert certificates[0]["expired"] is False
+    assert certificates[0]["not_after"].endswith("+00:00")
+    assert [c["present"] for c in certificates[1:]] == [False, False, False]
+
+
+def test_plain_table_applet_lines(capsys):
+    assert main(["scan", "--lab", "otp-drift"]) == 0
+    out = capsys.readouterr().out
+    assert "0: OTP slot 1: configured, HOTP, SHA-1, 6 digits" in out
+    assert "0: certificate 9A: valid to" in out
+    assert "0: FIDO PIN: not supported" in out
+
+
+def read_trace_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_trace_written_redacted(capsys, tmp_path):
+    path = tmp_path / "scan.trace"
+    assert main(["scan", "--lab", "healthy", "--trace", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    lines = read_trace_lines(path)
+    exchanges = [line for line in lines if line["type"] == "exchange"]
+    assert lines[0]["type"] == "header"
+    assert len(exchanges) == data["apdu_count"]
+    assert [line["type"] for line in lines].count("result") == 1
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    for line in exchanges:
+        if line["header"].startswith("00 20") and line["data"]:
+            assert isinstance(line["data"], dict), "a VERIFY data field must be redacted"
+
+
+def test_trace_replays_same_json(capsys, tmp_path):
+    from tui.scan import scan_all
+    from tui.scan_json import result_to_dict
+    from tui.settings import SiteSettings
+    from tui.trace import ReplayBackend
+
+    path = tmp_path / "pin-locked-puk.trace"
+    code, recorded, _ = scan_json(capsys, "--lab", "pin-locked-puk", "--trace", str(path))
+    backend = ReplayBackend.from_file(path)
+    replayed = result_to_dict(scan_all(backend, SiteSettings()))
+    backend.assert_complete()
+    assert code == 0
+    # The replay backend carries no scenario name; everything else must match.
+    assert replayed.pop("lab") is None
+    assert recorded.pop("lab") == "pin-locked-puk"
+    assert replayed == recorded
+
+
+def test_trace_replays_fido_over_pcsc(tmp_path, monkeypatch):
+    # A key without FIDO over USB HID is read over PC/SC, and that replays too.
+    from tui.scan import scan_all
+    from tui.scan_json import result_to_dict
+    from tui.settings import SiteSettings
+    from tui.trace import ReplayBackend, open_trace_writer
+
+    path = tmp_path / "fido.trace"
+    backend = tui.backends.open_backend("fido-auth-blocked")
+    with open_trace_writer(path) as writer:
+        recorded = result_to_dict(scan_all(writer.wrap(backend), SiteSettings(), observer=writer, usb_hid=False))
+    replay = ReplayBackend.from_file(path)
+    replayed = result_to_dict(scan_all(replay, SiteSettings()))
+    replay.assert_complete()
+    assert replayed["tokens"][0]["fido"]["pin"]["state"] == "temporarily_blocked"
+    assert replayed["tokens"] == recorded["tokens"]
+
+
+def test_trace_unwritable_exit_two(capsys, tmp_path):
+    assert main(["scan", "--lab", "healthy", "--trace", str(tmp_path / "missing" / "t.trace")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "trace file" in captured.err
+
+
+def test_id_trace_written(capsys, tmp_path):
+    path = tmp_path / "id.trace"
+    assert main(["id", "--lab", "yubikey-healthy", "--trace", str(path)]) == 0
+    assert capsys.readouterr().out == "serial:99000001\n"
+    lines = read_trace_lines(path)
+    assert any(line.get("name") == "GET SERIAL" for line in lines)
+    assert lines[-1] == {"type": "result", "reader": lines[1]["readers"][0], "profile": "yubikey",
+                         "token_id": "serial:99000001"}

@@ -26,9 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from tui.scan import next_step_for
     from tui.scan_cli import START_FAILURE_EXIT, STACK_FAILURE_EXIT, run_scan, stack_failed
 
-    # TODO: --trace is accepted but not written yet; the trace writer comes with the trace feature.
     try:
-        result = run_scan(args.lab, explain=args.explain)
+        result = run_scan(args.lab, explain=args.explain, trace=args.trace)
     except PcscError as exc:
         print(f"keytriage id: {exc}", file=sys.stderr)
         return STACK_FAILURE_EXIT

@@ -4,7 +4,7 @@ Stdout carries only the result (JSON with --json, else a table). Exit codes:
 - 0: the scan ran, even when it found no reader or no token, because that
   is a finding.
 - 2: the command could not start (unknown lab scenario, invalid config
-  file). A one-line reason goes to stderr.
+  file, trace file not writable). A one-line reason goes to stderr.
 - 3: the smart-card stack could not be used (pcscd missing or stopped,
   access refused). The reason goes to stderr and, with --json, the result
   with its problem to stdout too.
@@ -26,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
 
 
-def run_scan(lab: str | None, *, explain: bool = False):
+def run_scan(lab: str | None, *, explain: bool = False, trace: str | None = None):
     """Open the backend and run the scan on a device-owner thread; return the `ScanResult`.
 
-    Raises `LabError` for an unknown scenario and `PolicyError` for an
-    invalid config file.
+    With `trace`, every APDU exchange, the reader listing, each connect and
+    the result go to that file, secret data fields replaced by their length.
+    Raises `LabError` for an unknown scenario, `PolicyError` for an invalid
+    config file and `TraceError` when the trace file cannot be created.
     """
     from tui.backends import open_backend
     from tui.device import DeviceOwner
@@ -38,12 +40,23 @@ def run_scan(lab: str | None, *, explain: bool = False):
     from tui.settings import SiteSettings
 
     settings = SiteSettings.load()
+    writer = None
+    if trace is not None:
+        from tui.trace import open_trace_writer
+
+        writer = open_trace_writer(trace)
     owner = DeviceOwner()
     try:
         backend = owner.run(open_backend, lab)
-        return owner.run(scan_all, backend, settings, explain=explain)
+        if writer is None:
+            return owner.run(scan_all, backend, settings, explain=explain)
+        result = owner.run(scan_all, writer.wrap(backend), settings, explain=explain, observer=writer)
+        writer.record_result(result)
+        return result
     finally:
         owner.shutdown()
+        if writer is not None:
+            writer.close()
 
 
 def stack_failed(result) -> bool:
@@ -58,9 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from tui.errors import KeytriageError, PcscError
     from tui.scan_json import result_to_dict, result_to_text
 
-    # TODO: --trace is accepted but not written yet; the trace writer comes with the trace feature.
     try:
-        result = run_scan(args.lab)
+        result = run_scan(args.lab, trace=args.trace)
     except PcscError as exc:
         print(f"keytriage scan: {exc}", file=sys.stderr)
         return STACK_FAILURE_EXIT
