@@ -103,3 +103,67 @@ def test_explain_reads_guid():
 def test_unknown_scenario_rejected():
     with pytest.raises(LabError):
         open_backend("no-such-scenario")
+
+
+def present_slots(token):
+    return [slot.label for slot in token.otp.present()]
+
+
+def test_otp_drift_slots():
+    token = scan("otp-drift").tokens[0]
+    slot = token.otp.button_slot()
+    assert present_slots(token) == ["OTP slot 1", "OTP slot 2", "OTP slot 3"]
+    assert (slot.configured, slot.mode, slot.counter, slot.name) == (True, "HOTP", 1042, "VPN OTP")
+    assert [s.configured for s in token.otp.slots[1:]] == [False, False]
+
+
+def test_crescendo_without_oath_lists_no_slot():
+    token = scan("xauth-stale").tokens[0]
+    assert token.otp.present() == []
+    assert token.otp.notes
+
+
+def test_yubikey_otp_listing():
+    token = scan("yubikey-healthy").tokens[0]
+    assert token.otp.present() == []
+    assert token.fido.pin.state.value == "not_supported"
+
+
+def test_certificates_per_scenario():
+    expected = {
+        "healthy": ["9A"],
+        "otp-drift": ["9A"],
+        "xauth-stale": ["9A"],
+        "wrong-pin": [],
+        "pin-locked-puk": [],
+        "yubikey-healthy": [],
+    }
+    for name, slots in expected.items():
+        token = scan(name).tokens[0]
+        assert [c.slot for c in token.certificates] == ["9A", "9C", "9D", "9E"], name
+        assert [c.slot for c in token.certificates if c.present] == slots, name
+        assert all(c.expired is False for c in token.certificates if c.present), name
+
+
+def test_certificate_subject_per_chip():
+    result = scan("two-tokens")
+    assert [t.certificates[0].subject for t in result.tokens] == ["Lab Crescendo 7", "Lab Crescendo 8"]
+
+
+def test_expired_certificate_scenario():
+    import datetime as dt
+
+    # Lab certificates expire 545 days after the scenario is built.
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1000)
+    token = scan("healthy", clock=lambda: later).tokens[0]
+    assert token.certificates[0].expired is True
+    assert token.certificates[0].text().startswith("EXPIRED")
+    # An expired certificate is not a lockout: the PIN state is unchanged.
+    assert token.smartcard.pin.state is PinState.OK
+
+
+def test_fido_healthy_scenario():
+    token = scan("healthy").tokens[0]
+    assert token.fido.pin.state.value == "healthy"
+    assert token.fido.pin.retries == 8
+    assert token.fido.client_pin_option is True
