@@ -157,7 +157,7 @@ def test_expired_certificate_scenario():
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1000)
     token = scan("healthy", clock=lambda: later).tokens[0]
     assert token.certificates[0].expired is True
-    assert token.certificates[0].text().startswith("EXPIRED")
+    assert token.certificates[0].text().startswith("expired ")
     # An expired certificate is not a lockout: the PIN state is unchanged.
     assert token.smartcard.pin.state is PinState.OK
 

@@ -59,7 +59,7 @@ class CertificateInfo:
     def text(self) -> str:
         """Word the certificate state, e.g. "expired 2024-01-31", "valid to 2026-09-12", "none"."""
         if self.present is None:
-            return f"unknown ({self.error})" if self.error else "unknown"
+            return "unknown"
         if not self.present:
             return "none"
         if self.error is not None:
@@ -67,7 +67,7 @@ class CertificateInfo:
         if self.not_after is None:
             return "present"
         date = self.not_after.date().isoformat()
-        return f"EXPIRED {date}" if self.expired else f"valid to {date}"
+        return f"expired {date}" if self.expired else f"valid to {date}"
 
     def to_dict(self) -> dict:
         """Return the certificate as JSON-ready data, dates in ISO 8601 (UTC), unknown as null."""

@@ -58,7 +58,12 @@ def _counter_line(label: str, value: str) -> str:
 
 
 def render_counters(token: TokenScan | None) -> str:
-    """Word the smart-card counters of `token`: PIN tries and source, PIN policy, PUK, admin key."""
+    """Word the counters of `token`, most important first.
+
+    Smart-card PIN (tries and source), PUK, admin key, FIDO PIN, each
+    present OTP slot, each present PIV certificate, then the PIN policy.
+    The panel scrolls, so the later lines may sit below its fold at 80x24.
+    """
     if token is None:
         return "No token selected."
     if token.problem is not None:
@@ -68,7 +73,14 @@ def render_counters(token: TokenScan | None) -> str:
     lines = [
         _counter_line("Smart-card PIN", card.pin.text()),
         f"  source: {card.pin.source.value}",
+        _counter_line("PUK", card.puk.text()),
     ]
+    if card.puk.source is not Source.NONE:
+        lines.append(f"  source: {card.puk.source.value}")
+    lines.append(_counter_line("Admin key", card.admin_key.text()))
+    lines.extend(fido_counter_lines(token.fido))
+    lines.extend(otp_counter_lines(token.otp))
+    lines.extend(certificate_counter_lines(token.certificates, card.piv_present))
 
     policy = card.pin_policy
     if policy is None:
@@ -77,12 +89,69 @@ def render_counters(token: TokenScan | None) -> str:
         chars = "digits" if policy.numeric_only else "characters"
         policy_text = f"{policy.min_length}-{policy.max_length} {chars}"
     lines.append(_counter_line("PIN policy", policy_text))
-
-    lines.append(_counter_line("PUK", card.puk.text()))
-    if card.puk.source is not Source.NONE:
-        lines.append(f"  source: {card.puk.source.value}")
-    lines.append(_counter_line("Admin key", card.admin_key.text()))
     return "\n".join(lines)
+
+
+# CTAP 2.0 and 2.1 start the FIDO PIN retry counter at 8 and never raise it above that.
+FIDO_PIN_MAX_RETRIES = 8
+
+
+def fido_counter_lines(state) -> list[str]:
+    """Word the FIDO PIN state in one line, e.g. "FIDO PIN  5/8 ok"; nothing when FIDO was not read."""
+    from tui.fido.state import FidoPinState, PinReason
+
+    if state is None:
+        return []
+    pin = state.pin
+    tries = f"{pin.retries}/{FIDO_PIN_MAX_RETRIES}" if pin.retries is not None else None
+    if pin.state is FidoPinState.HEALTHY:
+        return [_counter_line("FIDO PIN", f"{tries} ok")]
+    if pin.state is FidoPinState.NOT_SET:
+        return [_counter_line("FIDO PIN", "not set")]
+    if pin.state is FidoPinState.PERMANENTLY_BLOCKED:
+        return [_counter_line("FIDO PIN", "BLOCKED (reset only)")]
+    if pin.state is FidoPinState.TEMPORARILY_BLOCKED:
+        suffix = f", {tries}" if tries else ""
+        return [_counter_line("FIDO PIN", f"re-insert needed{suffix}")]
+    if pin.state is FidoPinState.NOT_ACCESSIBLE:
+        problem = state.not_accessible
+        reason = "elevation needed" if problem is not None and "Windows" in problem.message else "permission denied"
+        return [_counter_line("FIDO", f"not accessible: {reason}")]
+    if pin.state is FidoPinState.NOT_SUPPORTED:
+        if pin.reason is PinReason.NO_AUTHENTICATOR:
+            return [_counter_line("FIDO", "none found")]
+        return [_counter_line("FIDO PIN", "not supported")]
+    return [_counter_line("FIDO PIN", "unknown (read failed)")]
+
+
+def otp_counter_lines(otp) -> list[str]:
+    """Word each present OTP slot, e.g. "OTP slot 1  HOTP"; "OTP  none" when the token has no OTP slot."""
+    if otp is None:
+        return []
+    present = otp.present()
+    if not present:
+        failed = any("could not be read" in note for note in otp.notes)
+        return [_counter_line("OTP", "unknown (read failed)" if failed else "none")]
+    lines = []
+    for slot in present:
+        if slot.configured is False:
+            value = "empty"
+        elif slot.mode is not None:
+            value = slot.mode
+        elif slot.configured:
+            value = "configured, type unknown"
+        else:
+            value = "unknown"
+        lines.append(_counter_line(slot.label, value))
+    return lines
+
+
+def certificate_counter_lines(certificates, piv_present: bool) -> list[str]:
+    """Word each present PIV certificate, e.g. "Cert 9A  expired 2024-01-31"."""
+    shown = [certificate for certificate in certificates if certificate.present is not False]
+    if not shown:
+        return [_counter_line("Certificates", "none")] if piv_present and certificates else []
+    return [_counter_line(f"Cert {certificate.slot}", certificate.text()) for certificate in shown]
 
 
 def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str], bool]) -> str:
