@@ -10,13 +10,15 @@ from tui.runbook import STEPS, Finding, Outcome, Step, StepKind, evaluate, selec
 
 
 def test_table_has_steps_zero_to_eleven():
-    assert list(STEPS) == [str(n) for n in range(12)]
+    # Deviation from the runbook: "6a", the admin-key unlock, sits between Steps 6 and 10.
+    assert list(STEPS) == ["0", "1", "2", "3", "4", "5", "6", "6a", "7", "8", "9", "10", "11"]
 
 
 @pytest.mark.parametrize(("step", "kind"), [
     ("0", StepKind.ASK), ("1", StepKind.READ_ONLY), ("2", StepKind.READ_ONLY), ("3", StepKind.READ_ONLY),
     ("4", StepKind.SINGLE_ATTEMPT), ("5", StepKind.READ_ONLY), ("6", StepKind.SINGLE_ATTEMPT),
-    ("7", StepKind.READ_ONLY), ("9", StepKind.DESTRUCTIVE), ("10", StepKind.DESTRUCTIVE),
+    ("6a", StepKind.SINGLE_ATTEMPT), ("7", StepKind.READ_ONLY), ("8", StepKind.SINGLE_ATTEMPT),
+    ("9", StepKind.DESTRUCTIVE), ("10", StepKind.DESTRUCTIVE), ("11", StepKind.SINGLE_ATTEMPT),
 ])
 def test_step_kinds_follow_runbook(step, kind):
     assert STEPS[step].kind is kind
@@ -29,9 +31,10 @@ def test_every_outcome_leads_to_known_step():
             assert outcome.leads_to is None or outcome.leads_to in STEPS, (step.id, outcome.id)
 
 
-def test_only_steps_one_to_three_evaluate_scans():
-    evaluated = [step.id for step in STEPS.values() if step.evaluate is not None]
-    assert evaluated == ["1", "2", "3"]
+def test_every_step_has_evaluator_and_action():
+    for step in STEPS.values():
+        assert step.evaluate is not None, step.id
+        assert step.action, step.id
 
 
 def test_unknown_outcome_names_step():
