@@ -1,0 +1,393 @@
+"""The ticket summary: what the help desk must record before closing the ticket, as plain text.
+
+Built from the last scan, the runbook and the session (`Session.events` and
+`Session.triage`), it lists per token: the token ID and CUID, the profile,
+the applet found locked (or that it was not a lockout, and why), the action
+that resolved it, the escrow references (Vault path and version, never a
+value) and what the user still has to do. Then the Step 0 answers and the
+ticket number.
+
+The text pastes cleanly into a ticket system: ASCII only, at most 72 columns,
+no control characters or colour codes. A lab run says LAB in the first line.
+
+Event vocabulary. Actions append `SessionEvent`s, and this module reads them:
+- `kind` "finding" with `applet` set: that applet was found locked.
+- `kind` "not-lockout": the summary says why this was not a lockout.
+- `resolved_by` set: this event resolved the ticket, in those words. Its
+  `kind` selects the follow-up user actions in `FOLLOW_UP` ("puk-reset",
+  "admin-unlock", "fido-reset", "reprovision", "otp-reprovision").
+- `escrow_refs` and `user_actions` are copied as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import re
+import socket
+import textwrap
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui import runbook as runbook_table
+from tui.errors import KeytriageError
+from tui.model import PinState, ScanResult, TokenScan
+from tui.session import Session, SessionEvent, TriageAnswers
+
+WIDTH = 72
+LABEL_WIDTH = 14
+
+KIND_FINDING = "finding"
+KIND_NOT_LOCKOUT = "not-lockout"
+
+# Resolution wording by event kind, used when the event leaves `resolved_by` empty.
+RESOLUTION_WORDS: dict[str, str] = {
+    "verify": "PIN verify",
+    "puk-reset": "PUK reset",
+    "admin-unlock": "admin-key unlock",
+    "fido-reset": "FIDO reset",
+    "reprovision": "full reprovision",
+    "otp-reprovision": "OATH slot reprovisioned",
+    "told-pin": "no action: told the user the PIN",
+}
+
+PIN_CHANGE = "Change the smart-card PIN at the next login (the help desk set it)."
+FIDO_REREGISTER = "Register the key again with every FIDO relying party (the reset deleted all passkeys)."
+OATH_REENROL = "Re-enrol the OATH/HOTP slot with the OTP server (PSKC workflow)."
+IDP_REENROL = "Re-enrol the key in the IdP (new certificates)."
+
+# User actions a resolution always leaves behind, by the kind of the resolving event.
+FOLLOW_UP: dict[str, tuple[str, ...]] = {
+    "puk-reset": (PIN_CHANGE,),
+    "admin-unlock": (PIN_CHANGE,),
+    "fido-reset": (FIDO_REREGISTER,),
+    "reprovision": (IDP_REENROL, OATH_REENROL, FIDO_REREGISTER, PIN_CHANGE),
+    "otp-reprovision": (OATH_REENROL,),
+}
+
+VALUES_NOTE = "New PIN, PUK and key values are in Vault at the paths above, never in this ticket."
+
+_PUNCTUATION = str.maketrans({
+    "\u2014": "-", "\u2013": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+    "\u2026": "...", "\u2192": "->", "\u2714": "[x]", "\u25b6": ">", "\u00a0": " ",
+})
+# ANSI CSI sequences (colours, cursor moves) first, then any other control character but newline.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class TicketFileError(KeytriageError):
+    """The ticket file could not be written; the message names the path and the reason."""
+
+
+@dataclass
+class TokenSection:
+    """The ticket's part about one token."""
+
+    token_id: str | None
+    cuid: str | None = None
+    profile: str = ""
+    reader: str = ""
+    locked: list[str] = field(default_factory=list)
+    not_lockout: str | None = None
+    open_finding: str | None = None
+    resolution: str = ""
+    steps: list[str] = field(default_factory=list)
+    escrow_refs: list[str] = field(default_factory=list)
+    user_actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Ticket:
+    """Everything the summary shows, before it is turned into text."""
+
+    lab_scenario: str | None
+    ticket_number: str
+    created: dt.datetime
+    user: str
+    host: str
+    triage: list[tuple[str, str]]
+    tokens: list[TokenSection]
+
+    @property
+    def is_lab(self) -> bool:
+        """True for a lab run."""
+        return self.lab_scenario is not None
+
+
+# --- building --------------------------------------------------------------------------------
+
+def build_ticket(session: Session, scan: ScanResult | None, selected: TokenScan | None, *,
+                 runbook: object | None = None, now: dt.datetime | None = None) -> Ticket:
+    """Build the ticket of `session` for the `selected` token of `scan`.
+
+    `runbook` is the `RunbookResult` for `selected`, as the main screen shows
+    it. Other tokens with events in the session get their own section,
+    built from their scan and events only.
+    """
+    sections: list[TokenSection] = []
+    for token, token_id in _tokens_in_ticket(session.events, scan, selected):
+        is_selected = selected is not None and token is selected
+        events = _events_of(session.events, token_id, is_selected=is_selected)
+        sections.append(_section(token, token_id, events, runbook if is_selected else None))
+    if not sections and scan is not None:
+        sections.append(_no_token_section(scan, session.events, runbook))
+
+    return Ticket(
+        lab_scenario=session.lab_scenario,
+        ticket_number=session.triage.ticket.strip(),
+        created=now or dt.datetime.now(dt.timezone.utc),
+        user=_os_user(),
+        host=socket.gethostname(),
+        triage=triage_lines(session.triage),
+        tokens=sections,
+    )
+
+
+def _tokens_in_ticket(events: list[SessionEvent], scan: ScanResult | None,
+                      selected: TokenScan | None) -> list[tuple[TokenScan | None, str | None]]:
+    """Return (token, token ID) pairs: the selected token first, then every other token with events."""
+    pairs: list[tuple[TokenScan | None, str | None]] = []
+    seen: set[str | None] = set()
+    if selected is not None:
+        selected_id = str(selected.token_id) if selected.token_id is not None else None
+        pairs.append((selected, selected_id))
+        seen.add(selected_id)
+
+    scanned = {str(t.token_id): t for t in (scan.tokens if scan else []) if t.token_id is not None}
+    for event in events:
+        if event.token_id is None or event.token_id in seen:
+            continue
+        seen.add(event.token_id)
+        pairs.append((scanned.get(event.token_id), event.token_id))
+    return pairs
+
+
+def _events_of(events: list[SessionEvent], token_id: str | None, *, is_selected: bool) -> list[SessionEvent]:
+    # Events without a token ID (a token that has none, or a session-wide note) belong to the selected token.
+    return [e for e in events if e.token_id == token_id or (e.token_id is None and is_selected)]
+
+
+def _section(token: TokenScan | None, token_id: str | None, events: list[SessionEvent],
+             runbook: object | None) -> TokenSection:
+    section = TokenSection(token_id=token_id)
+    if token is not None:
+        section.cuid = token.cuid
+        section.profile = token.profile.label
+        section.reader = token.reader
+
+    # The runbook result is read through getattr: it gains fields as the runbook's later steps arrive.
+    verdict = str(getattr(runbook, "verdict", "") or "")
+    locked = [f"{e.applet}: {e.summary}" for e in events if e.kind == KIND_FINDING and e.applet]
+    locked += locked_applets(token)
+    applet = getattr(runbook, "applet", None)
+    if applet and not any(entry.lower().startswith(str(applet).lower()) for entry in locked):
+        locked.append(f"{applet}: {verdict}" if verdict else str(applet))
+    section.locked = _unique(locked)
+
+    not_lockout = [e.summary for e in events if e.kind == KIND_NOT_LOCKOUT]
+    runbook_reason = getattr(runbook, "not_lockout", None)
+    if not section.locked:
+        if not_lockout:
+            section.not_lockout = not_lockout[-1]
+        elif runbook_reason:
+            section.not_lockout = f"{runbook_reason}. {verdict}".strip()
+        elif runbook is not None and getattr(runbook, "stopped", False):
+            section.not_lockout = verdict
+        elif runbook is not None:
+            section.open_finding = verdict
+
+    resolving = [e for e in events if e.resolved_by]
+    if resolving:
+        section.resolution = resolving[-1].resolved_by or ""
+    elif section.not_lockout:
+        section.resolution = "no token change needed (not a lockout)"
+    else:
+        section.resolution = "not resolved in this session"
+
+    section.steps = _step_lines(events)
+    section.escrow_refs = _unique(ref for e in events for ref in e.escrow_refs)
+    follow_up = [action for e in resolving for action in FOLLOW_UP.get(e.kind, ())]
+    section.user_actions = _unique([*follow_up, *(action for e in events for action in e.user_actions)])
+    return section
+
+
+def _step_lines(events: list[SessionEvent]) -> list[str]:
+    return [f"{e.time:%H:%M} {e.summary}" for e in events if e.kind != KIND_FINDING]
+
+
+def _no_token_section(scan: ScanResult, events: list[SessionEvent], runbook: object | None) -> TokenSection:
+    verdict = str(getattr(runbook, "verdict", "") or "")
+    if not verdict:
+        verdict = scan.problem.message if scan.problem else "no token was detected"
+    section = TokenSection(token_id=None, not_lockout=verdict,
+                           resolution="no token change possible (no token detected)")
+    section.steps = _step_lines(events)
+    return section
+
+
+def locked_applets(token: TokenScan | None) -> list[str]:
+    """Return the applets the scan shows locked, with the counter and how it was read."""
+    if token is None:
+        return []
+    found = []
+    pin = token.smartcard.pin
+    if pin.state is PinState.BLOCKED or pin.remaining == 0:
+        found.append(f"smart card: PIN {pin.text()} ({pin.source.value})")
+    puk = token.smartcard.puk
+    if puk.state is PinState.BLOCKED or puk.remaining == 0:
+        found.append(f"smart card: PUK {puk.text()} ({puk.source.value})")
+
+    fido_pin = getattr(token.fido, "pin", None)
+    state = getattr(getattr(fido_pin, "state", None), "value", None)
+    if state in ("temporarily_blocked", "permanently_blocked"):
+        found.append(f"FIDO: PIN {fido_pin.text()}")
+    return found
+
+
+def locked_findings(token: TokenScan) -> list[tuple[str, str]]:
+    """Return (applet, summary) pairs for the applets the scan shows locked, for "finding" events."""
+    pairs = []
+    for text in locked_applets(token):
+        applet, _, summary = text.partition(": ")
+        pairs.append((applet, summary))
+    return pairs
+
+
+def triage_lines(triage: TriageAnswers) -> list[tuple[str, str]]:
+    """Return the Step 0 answers as (label, text) pairs, in the runbook's wording where it has one."""
+    if triage.trying is None and triage.saw is None and triage.tap is None and not triage.free_text.strip():
+        return [("Trying", "not asked (Step 0 skipped)")]
+    lines = [("Trying", _choice("TRYING_CHOICES", triage.trying) if triage.trying else "not answered")]
+    if triage.saw:
+        lines.append(("User saw", _choice("SAW_CHOICES", triage.saw)))
+    if triage.tap:
+        lines.append(("Tap", _choice("TAP_CHOICES", triage.tap)))
+    if triage.free_text.strip():
+        lines.append(("Note", triage.free_text.strip()))
+    return lines
+
+
+def _choice(table: str, key: str) -> str:
+    labels = getattr(runbook_table, table, None) or {}
+    if key in labels:
+        return labels[key]
+    if key == "cant-say":
+        return "The user cannot say"
+    return key.replace("-", " ").replace("_", " ")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(item for item in items if item))
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def ascii_text(text: str) -> str:
+    """Return `text` as printable ASCII: punctuation mapped, accents dropped, control codes removed."""
+    text = _CONTROL.sub("", text.translate(_PUNCTUATION))
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return folded.replace("\t", " ")
+
+
+def _field(label: str, value: str) -> list[str]:
+    """Wrap `value` after `label:` padded to the label column, continuation lines indented."""
+    head = f"{label + ':':<{LABEL_WIDTH}}"
+    return textwrap.wrap(ascii_text(value), WIDTH, initial_indent=head, subsequent_indent=" " * LABEL_WIDTH,
+                         break_on_hyphens=False) or [head.rstrip()]
+
+
+def _bullets(label: str, items: list[str], empty: str) -> list[str]:
+    if not items:
+        return _field(label, empty)
+    lines = [f"{label}:"]
+    for item in items:
+        lines += textwrap.wrap(ascii_text(item), WIDTH, initial_indent="  - ", subsequent_indent="    ",
+                               break_on_hyphens=False)
+    return lines
+
+
+def render_ticket(ticket: Ticket) -> str:
+    """Return the ticket as plain ASCII text, at most 72 columns, ending with a newline."""
+    number = ticket.ticket_number or "(no ticket number)"
+    prefix = "LAB TEST - " if ticket.is_lab else ""
+    lines = textwrap.wrap(ascii_text(f"{prefix}keytriage ticket summary {number}"), WIDTH, break_on_hyphens=False)
+
+    lines += _field("Ticket", number)
+    if ticket.is_lab:
+        lines += _field("Lab", f"scenario {ticket.lab_scenario}: simulated key, no real token was changed")
+    lines += _field("Date", f"{ticket.created.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    if ticket.user:
+        lines += _field("Technician", f"{ticket.user} on {ticket.host}" if ticket.host else ticket.user)
+    lines.append("")
+    lines.append("Step 0 (what the user was doing):")
+    for label, text in ticket.triage:
+        lines += _field(f"  {label}", text)
+
+    for section in ticket.tokens:
+        lines.append("")
+        lines += _render_section(section)
+
+    if any(section.escrow_refs for section in ticket.tokens):
+        lines.append("")
+        lines += textwrap.wrap(VALUES_NOTE, WIDTH)
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _render_section(section: TokenSection) -> list[str]:
+    lines = _field("Token ID", section.token_id or "none captured (no ID source returned a value)")
+    if section.cuid:
+        lines += _field("CUID", section.cuid)
+    if section.profile:
+        lines += _field("Profile", f"{section.profile} in {section.reader}" if section.reader else section.profile)
+
+    if section.locked:
+        lines += _bullets("Locked", section.locked, "")
+    elif section.not_lockout:
+        lines += _field("Locked", f"not a lockout: {section.not_lockout}")
+    else:
+        lines += _field("Locked", f"none found so far: {section.open_finding or 'runbook not evaluated'}")
+
+    lines += _field("Resolved by", section.resolution)
+    lines += _bullets("Steps taken", section.steps, "read-only checks only")
+    lines += _bullets("Escrow", section.escrow_refs, "nothing set, nothing escrowed")
+    lines += _bullets("User to do", section.user_actions, "nothing")
+    return lines
+
+
+def ticket_text(session: Session, scan: ScanResult | None, selected: TokenScan | None, **kwargs) -> str:
+    """Build and render the ticket in one call; keyword arguments go to `build_ticket`."""
+    return render_ticket(build_ticket(session, scan, selected, **kwargs))
+
+
+# --- the ticket file -------------------------------------------------------------------------
+
+def write_ticket_file(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` to `path` with mode 0600 (also when the file existed) and return the path.
+
+    Raises `TicketFileError` naming the path and the reason when it cannot be written.
+    """
+    target = Path(path)
+    try:
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise TicketFileError(f"cannot write the ticket file {target}: {exc.strerror}. "
+                              "The ticket is printed to standard output instead.") from exc
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            # O_CREAT's mode applies only to a new file; an existing one keeps its own.
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+    except OSError as exc:
+        raise TicketFileError(f"cannot write the ticket file {target}: {exc.strerror}. "
+                              "The ticket is printed to standard output instead.") from exc
+    return target
