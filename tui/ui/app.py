@@ -25,7 +25,7 @@ from tui.device import DeviceOwner
 from tui.errors import KeytriageError, PcscError
 from tui.audit import AuditTrail
 from tui.model import ScanResult, TokenScan
-from tui.runbook import RunbookResult, evaluate, select_token
+from tui.runbook import RunbookResult, select_token
 from tui.session import Session
 from tui.settings import SiteSettings
 from tui.transport import ReaderBackend
@@ -268,7 +268,7 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         token = self.selected_token()
 
         if self.scan_result is not None:
-            self.runbook = evaluate(self.scan_result, token, id_sources=self.settings.id_sources)
+            self.runbook = self.evaluate_runbook(self.scan_result, token)
         else:
             self.runbook = None
 
@@ -307,7 +307,13 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         self.exit(0)
 
     def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
-        """Disable the token navigation keys when there is at most one token."""
+        """Disable the token navigation keys when there is at most one token, and what a feature disables."""
+        for cls in type(self).__mro__:
+            hook = cls.__dict__.get("feature_check_action")
+            if hook is not None:
+                allowed = hook(self, action, parameters)
+                if allowed is not True:
+                    return allowed
         if action in ("next_token", "previous_token", "select_token"):
             tokens = self.scan_result.tokens if self.scan_result else []
             return len(tokens) > 1 or None
