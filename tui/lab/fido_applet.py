@@ -172,3 +172,23 @@ def lab_backend_hid_devices(backend: Any, reader: str | None) -> list[Any]:
     for name in readers:
         devices.extend(lab_hid_devices(backend.key(name), present=backend.is_present(name)))
     return devices
+
+
+def install_touch_buttons(key: Any, clock: Any = None) -> list[Any]:
+    """Give every FIDO authenticator of lab key `key` a `TouchButton` for user presence, and return the buttons.
+
+    An authenticator that already has one keeps it, so a wizard reopened on
+    the same key presses the same button.
+    """
+    from tui.lab.soft_fido import TouchButton
+
+    card = getattr(key, "card", None)
+    if card is None:
+        return []
+    buttons = []
+    for applet in (a for a in card.applets if isinstance(a, FidoApplet)):
+        authenticator = applet.authenticator
+        if not isinstance(authenticator.user_presence, TouchButton):
+            authenticator.user_presence = TouchButton(clock or authenticator.clock)
+        buttons.append(authenticator.user_presence)
+    return buttons
