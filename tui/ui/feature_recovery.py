@@ -22,7 +22,7 @@ from typing import Any
 from tui.errors import KeytriageError, PolicyError
 from tui.escrow.context import EscrowUnavailableError
 from tui.model import ScanResult, TokenScan
-from tui.runbook import STEPS, RunbookFindings, RunbookResult, StepTaken, evaluate
+from tui.runbook import STEPS, RunbookFindings, RunbookResult, evaluate
 from tui.secret import Secret
 from tui.ui.actions import ActionSpec
 from tui.ui.modals import DIGITS_ONLY, HEX_ONLY, PRINTABLE_ASCII, ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
@@ -35,7 +35,7 @@ from tui.ui.recovery_screens import (
     SourceModal,
     SourceOption,
 )
-from tui.ui.triage import RUNBOOK_OUTCOMES, TriageScreen, triage_answered, triage_summary
+from tui.ui.triage import TriageScreen, triage_summary
 
 log = logging.getLogger("keytriage.ui")
 
@@ -131,15 +131,8 @@ class RecoveryFeature:
 
     def evaluate_runbook(self, scan: ScanResult, token: TokenScan | None) -> RunbookResult:
         """Evaluate the runbook with the Step 0 answers and this session's findings for `token`."""
-        findings = self.findings_for(token)
-        result = _evaluate_with(scan, token, self.settings.id_sources, self.session.triage, findings)
-
-        # Until the engine takes the Step 0 answers, the path starts with them here.
-        answers = self.session.triage
-        if triage_answered(answers) and not any(taken.step == "0" for taken in result.path):
-            outcome = RUNBOOK_OUTCOMES.get(answers.trying or "", "unknown")
-            result.path.insert(0, StepTaken("0", outcome, f"Triage: {triage_summary(answers)}"))
-        return result
+        return evaluate(scan, token, id_sources=self.settings.id_sources, triage=self.session.triage,
+                        findings=self.findings_for(token))
 
     def findings_for(self, token: TokenScan | None) -> RunbookFindings:
         """Return this session's findings for `token` (empty for a token without ID)."""
@@ -564,7 +557,9 @@ class RecoveryFeature:
             if confirmed_version is None:
                 break
 
-        self.findings_for(token).unlock = result.outcome.value
+        findings = self.findings_for(token)
+        findings.unlock = result.outcome.value
+        findings.unlock_tries = result.unlock_tries_left
         self._record_event(before, "admin-unlock", f"Admin-key unlock: {result.outcome.value}", token, applet="smart card")
         self.activity.add(f"Admin-key unlock result: {result.outcome.value}; {result.verdict}")
         verdict = " ".join([result.verdict, *result.next_steps])
@@ -661,16 +656,6 @@ class RecoveryFeature:
 
 
 # --- wording -------------------------------------------------------------------
-
-
-def _evaluate_with(scan, token, id_sources, triage, findings) -> RunbookResult:
-    # NOTE: the runbook engine may not take `triage` and `findings` yet; pass
-    # what its signature accepts.
-    import inspect
-
-    parameters = inspect.signature(evaluate).parameters
-    extra = {name: value for name, value in (("triage", triage), ("findings", findings)) if name in parameters}
-    return evaluate(scan, token, id_sources=id_sources, **extra)
 
 
 def verify_cost_text(token: TokenScan, tries_left: int | None) -> str:

@@ -17,7 +17,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, RadioButton, RadioSet, Static
 
-from tui.drift import TAP_HINTS, TapHint
+from tui.runbook import SAW_CHOICES as RUNBOOK_SAW
+from tui.runbook import TAP_CHOICES as RUNBOOK_TAP
+from tui.runbook import TRYING_CHOICES as RUNBOOK_TRYING
 from tui.session import TriageAnswers
 
 CANT_SAY = "cant-say"
@@ -28,55 +30,33 @@ NOTES_MAX_LENGTH = 300
 
 @dataclass(frozen=True)
 class Choice:
-    """One answer of a triage question: its stored key, its label and where it points the technician."""
+    """One answer of a triage question: the key stored in `TriageAnswers` and the label shown."""
 
     key: str
     label: str
-    focus: str
 
 
-# The Step 0 table: what the user was trying, and where to focus. The keys
-# match the outcome ids of Step 0 in `tui.runbook.STEPS`, except "can't say",
-# which the runbook calls "unknown".
-TRYING_CHOICES: tuple[Choice, ...] = (
-    Choice("smart_card", "Smart card / Windows login", "smart card (ACA and PIV): Steps 3-4"),
-    Choice("passkey", "Passkey login", "FIDO2: Steps 7-9"),
-    Choice("otp", "VPN with hardware OTP", "OATH: Step 5"),
-    Choice("certificate_vpn", "VPN with cert-based auth", "PIV or external auth: Steps 4 and 10"),
-    Choice("tap", "Tap action / single touch code", "OATH HOTP or FIDO2: ask what happens on a tap"),
-    Choice(CANT_SAY, "Can't say", "unknown: follow Steps 1-3, all read-only, and let the token's state decide"),
-)
-
-# The user phrases that help triage, with the applet each points to.
-SAW_CHOICES: tuple[Choice, ...] = (
-    Choice("pin-rejected", "It asked for my PIN and rejected it", "smart-card PIN or FIDO PIN"),
-    Choice("code-wrong", "It didn't ask for anything, just said the code was wrong", "OATH"),
-    Choice("touch-nothing", "It asked me to touch the key and nothing happened",
-           "FIDO user presence, or an OATH tap without PIN"),
-    Choice(CANT_SAY, "Can't say", "unknown: do not speculate, the read-only steps decide"),
-)
-
-# The tap-action question, worded as `tui.drift.TAP_HINTS` words the answers.
-TAP_KEYS = ("types-code", "touch-box", "nothing")
-TAP_CHOICES: tuple[Choice, ...] = tuple(
-    Choice(key, hint.answer, f"{hint.meaning} First check: {hint.first_check}")
-    for key, hint in zip(TAP_KEYS, TAP_HINTS)
-)
-
-# Step 0 outcome id for each "trying" answer.
-RUNBOOK_OUTCOMES = {choice.key: choice.key for choice in TRYING_CHOICES} | {CANT_SAY: "unknown"}
+# The keys are the runbook engine's (`tui.runbook.TRYING_CHOICES`); the labels
+# are shortened to fit two columns at 80x24.
+_SHORT_TRYING_LABELS = {
+    "smart-card": "Smart card / Windows login",
+    "passkey": "Passkey login",
+    "vpn-otp": "VPN with hardware OTP",
+    "vpn-cert": "VPN with cert-based auth",
+    "tap": "Tap action / single touch code",
+    "other-system": "Card login fine, VPN/other fails",
+    CANT_SAY: "Can't say",
+}
+TRYING_CHOICES: tuple[Choice, ...] = tuple(Choice(key, _SHORT_TRYING_LABELS.get(key, label))
+                                           for key, label in RUNBOOK_TRYING.items())
+SAW_CHOICES: tuple[Choice, ...] = tuple(Choice(key, "Can't say" if key == CANT_SAY else label)
+                                        for key, label in RUNBOOK_SAW.items())
+TAP_CHOICES: tuple[Choice, ...] = tuple(Choice(key, label) for key, label in RUNBOOK_TAP.items())
 
 
 def choice_for(choices: tuple[Choice, ...], key: str | None) -> Choice | None:
     """Return the choice with `key`, None for None or an unknown key."""
     return next((choice for choice in choices if choice.key == key), None)
-
-
-def tap_hint_for(key: str | None) -> TapHint | None:
-    """Return the `TapHint` of a tap answer key, None when there is none."""
-    if key not in TAP_KEYS:
-        return None
-    return TAP_HINTS[TAP_KEYS.index(key)]
 
 
 def tap_question_relevant(trying: str | None, saw: str | None) -> bool:
@@ -104,7 +84,7 @@ def validate_notes(text: str) -> str | None:
 
 
 def triage_summary(answers: TriageAnswers) -> str:
-    """Word the answers in one line for the runbook panel and the session events, e.g. "Smart card / Windows login"."""
+    """Word the answers in one line for the activity log and the session events."""
     trying = choice_for(TRYING_CHOICES, answers.trying)
     parts = [trying.label if trying else "not asked"]
     saw = choice_for(SAW_CHOICES, answers.saw)
@@ -114,24 +94,6 @@ def triage_summary(answers: TriageAnswers) -> str:
     if tap is not None:
         parts.append(f'tap: "{tap.label}"')
     return "; ".join(parts)
-
-
-def triage_focus(answers: TriageAnswers) -> list[str]:
-    """Return where the answers point, one line per answer, for the runbook panel."""
-    lines = []
-    for choices, key in ((TRYING_CHOICES, answers.trying), (SAW_CHOICES, answers.saw)):
-        choice = choice_for(choices, key)
-        if choice is not None:
-            lines.append(f"Focus: {choice.focus}")
-    hint = tap_hint_for(answers.tap)
-    if hint is not None:
-        lines.append(f"Tap: {hint.meaning} Next: Step {hint.runbook_step}.")
-    return lines
-
-
-def triage_answered(answers: TriageAnswers) -> bool:
-    """True once the technician saved any answer or a ticket number."""
-    return any((answers.trying, answers.saw, answers.tap, answers.free_text, answers.ticket))
 
 
 class TriageScreen(ModalScreen[TriageAnswers | None]):
@@ -168,12 +130,6 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
         width: 1fr;
     }
     TriageScreen #triage-tap-box {
-        height: auto;
-    }
-    TriageScreen #triage-tap {
-        layout: grid;
-        grid-size: 2;
-        grid-columns: 1fr 1fr;
         height: auto;
     }
     """
