@@ -147,11 +147,21 @@ def otp_counter_lines(otp) -> list[str]:
 
 
 def certificate_counter_lines(certificates, piv_present: bool) -> list[str]:
-    """Word each present PIV certificate, e.g. "Cert 9A  expired 2024-01-31"."""
+    """Word each present PIV certificate, e.g. "Cert 9A  expired 2024-01-31" or "Cert 9A  valid".
+
+    Only an expired certificate shows its date here, because that date is
+    what the technician acts on; `keytriage scan` shows every date.
+    """
     shown = [certificate for certificate in certificates if certificate.present is not False]
     if not shown:
         return [_counter_line("Certificates", "none")] if piv_present and certificates else []
-    return [_counter_line(f"Cert {certificate.slot}", certificate.text()) for certificate in shown]
+    lines = []
+    for certificate in shown:
+        text = certificate.text()
+        if certificate.expired is False:
+            text = "valid"
+        lines.append(_counter_line(f"Cert {certificate.slot}", text))
+    return lines
 
 
 def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str], bool]) -> str:
