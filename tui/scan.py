@@ -109,7 +109,7 @@ def scan_all(backend: ReaderBackend, settings: SiteSettings, *, observer: Exchan
 
 
 def _usb_hid_allowed(backend: ReaderBackend) -> bool:
-    # NOTE: a trace holds only PC/SC exchanges. A recording that read FIDO over
+    # NOTE: a trace contains only PC/SC exchanges. A recording that read FIDO over
     # USB HID replays without it, so its FIDO state comes back "not supported".
     from tui.trace import ReplayBackend
 

@@ -4,8 +4,8 @@ Both open over the main screen for the selected token and show what the last
 scan read. Each has one deliberate action that talks to the token: generating
 one HOTP code (it advances the token's counter) and testing the admin key
 with exactly one EXTERNAL AUTHENTICATE. The device work runs on the
-device-owner thread; the reader is looked up again by token ID in the latest
-scan just before anything is sent.
+device-owner thread. Just before anything is sent, the reader is looked up
+again by token ID in the latest scan.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def token_label(token: TokenScan) -> str:
 
 
 def locate_reader(app: Any, token: TokenScan) -> str:
-    """Return the reader that holds `token` in the app's latest scan, looked up by token ID.
+    """Return the reader that contains `token` in the app's latest scan, looked up by token ID.
 
     Raises `StaleTokenError` when the latest scan no longer lists the token.
     """
@@ -94,7 +94,7 @@ def run_on_token(app: Any, token: TokenScan, reader: str, operation: str, work: 
         atr = transport.connect().hex().upper()
         try:
             if token.atr and atr != token.atr:
-                raise StaleTokenError(f"the card in {reader} answers with another ATR than the scanned token; rescan")
+                raise StaleTokenError(f"the card in {reader} returned another ATR than the scanned token; rescan")
             return work(Channel(transport, [observe]))
         finally:
             transport.disconnect()

@@ -92,7 +92,7 @@ def render_counters(token: TokenScan | None) -> str:
     return "\n".join(lines)
 
 
-# CTAP 2.0 and 2.1 start the FIDO PIN retry counter at 8 and never raise it above that.
+# CTAP 2.0 and 2.1 set the FIDO PIN retry counter to 8 when a PIN is set, and 8 is its maximum.
 FIDO_PIN_MAX_RETRIES = 8
 
 
