@@ -329,6 +329,48 @@ def _fido_blocked() -> list[LabKey]:
     return [with_fido(crescendo_key(24), authenticator)]
 
 
+@scenario("admin-key-on-file", "HID Crescendo-style key with the PIN blocked (0 of 8); its AES-128 admin key is on file in escrow")
+def _admin_key_on_file() -> list[LabKey]:
+    key = crescendo_key(25, pin=aca_pin("24681357", tries_left=0), admin_key=LAB_ADMIN_KEY)
+    key.escrow["admin-key"] = Secret(LAB_ADMIN_KEY.hex().upper(), "admin key")
+    return [key]
+
+
+@scenario("crescendo-no-admin-key", "HID Crescendo-style key with the PIN blocked (0 of 8) and no admin key (XAUTH1 not initialised)")
+def _crescendo_no_admin_key() -> list[LabKey]:
+    return [crescendo_key(26, pin=aca_pin("35792468", tries_left=0), admin_key=None)]
+
+
+@scenario("cert-expired", "Generic PIV key, PIN healthy (8 of 8), but the 9A login certificate expired 30 days ago")
+def _cert_expired() -> list[LabKey]:
+    key = piv_key(27, pin=generic_pin("46813579"), puk=generic_puk("80246913"))
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    expired = self_signed_certificate("Lab PIV 27", now - dt.timedelta(days=395), now - dt.timedelta(days=30))
+    key.piv.put_certificate(0x9A, expired)
+    key.holder_knows["piv-pin"] = Secret("46813579", "PIV PIN")
+    key.escrow["piv-puk"] = Secret("80246913", "PIV PUK")
+    return [key]
+
+
+@scenario("puk-blocked-pin-known", "YubiKey-style key, PIN 3 of 3 and known to the user, PUK blocked (0 of 3)")
+def _puk_blocked_pin_known() -> list[LabKey]:
+    key = yubikey(2, pin=yubikey_pin(b"58203716"), puk=yubikey_puk(b"61730482", tries_left=0))
+    key.holder_knows["piv-pin"] = Secret("58203716", "PIV PIN")
+    return [key]
+
+
+@scenario("yubikey-pin-locked", "YubiKey-style key with the PIN blocked (0 of 3) and the PUK on file (3 of 3)")
+def _yubikey_pin_locked() -> list[LabKey]:
+    key = yubikey(3, pin=yubikey_pin(b"70318264", tries_left=0), puk=yubikey_puk(b"93027461"))
+    key.escrow["piv-puk"] = Secret("93027461", "PIV PUK")
+    return [key]
+
+
+@scenario("yubikey-all-blocked", "YubiKey-style key with the PIN and the PUK both blocked (0 of 3 each): only a PIV reset helps")
+def _yubikey_all_blocked() -> list[LabKey]:
+    return [yubikey(4, pin=yubikey_pin(b"40917253", tries_left=0), puk=yubikey_puk(b"52840196", tries_left=0))]
+
+
 __all__ = [
     "ATR_CRESCENDO",
     "ATR_GENERIC_PIV",
