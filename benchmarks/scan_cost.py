@@ -322,8 +322,7 @@ def run_opensc(link, latency_s: float) -> dict:
     tool = shutil.which("pkcs15-tool")
     if tool is None:
         return {"error": "pkcs15-tool not found: apt-get install opensc"}
-    version = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip() or \
-        subprocess.run([tool, "--version"], capture_output=True, text=True).stderr.strip()
+    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "opensc"], capture_output=True, text=True).stdout.strip()
     before = link.apdu_count
     started = time.perf_counter()
     completed = subprocess.run([tool, "--list-pins", "--reader", "0"], capture_output=True, text=True, timeout=60)
@@ -331,10 +330,15 @@ def run_opensc(link, latency_s: float) -> dict:
     apdus = link.apdu_count - before
     output = completed.stdout + completed.stderr
     tries = re.findall(r"Tries left\s*:\s*(-?\d+)", output)
-    entry = {"version": version.splitlines()[0] if version else "", "seconds": elapsed, "apdus": apdus,
-             "exit": completed.returncode, "tries_left": tries, "latency_s": latency_s}
-    if completed.returncode != 0 or not tries:
-        entry["error"] = "OpenSC did not list the PIV PIN on the lab card: " + " ".join(output.split())[:300]
+    entry = {"version": version or "unknown", "seconds": elapsed, "apdus": apdus, "exit": completed.returncode,
+             "tries_left": tries, "latency_s": latency_s}
+    if completed.returncode != 0:
+        entry["error"] = "pkcs15-tool failed: " + " ".join(output.split())[:300]
+    elif not tries:
+        listed = "PIV PUK" in output
+        entry["error"] = ("the PIV driver binds to the lab card and lists the PIN objects, but prints no 'Tries left': "
+                          "it sends no VERIFY, so it does not read the PIV PIN tries" if listed else
+                          "no PIN listed: " + " ".join(output.split())[:200])
     return entry
 
 
