@@ -35,6 +35,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
                         help="log level; TRAFFIC logs every APDU with secret data fields redacted (default: WARNING)")
     parser.add_argument("--trace", metavar="FILE", help="write every APDU exchange to FILE, secret data fields replaced by their length")
+    # Vault settings for escrow. The token comes from VAULT_TOKEN, ~/.vault-token
+    # or the login screen, never from the command line, where ps would show it.
+    parser.add_argument("--vault-addr", metavar="URL", help="Vault address for escrow (overrides VAULT_ADDR and [vault] address)")
+    parser.add_argument("--vault-mount", metavar="MOUNT", help="KV version 2 mount of the escrow records (default: secret)")
+    parser.add_argument("--vault-base", metavar="PATH", help="folder under the mount for escrow records (default: keytriage/tokens)")
+    parser.add_argument("--vault-namespace", metavar="NAMESPACE", help="Vault Enterprise namespace (overrides VAULT_NAMESPACE)")
+    parser.add_argument("--lab-vault", action="store_true",
+                        help="with --lab, escrow to the configured Vault under lab/<base path> instead of the in-memory lab store")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ DEFAULT_MIN_VERSIONS = 5
 FILE_KEYS = frozenset({
     "address", "namespace", "mount", "base_path", "ca_cert", "ca_path", "skip_verify",
     "client_cert", "client_key", "timeout", "auth_method", "auth_mount", "username", "min_versions",
+    "show_new_values",
 })
 AUTH_METHODS = ("token", "userpass", "ldap")
 
@@ -67,7 +68,8 @@ class VaultConfig:
     `mount` is the KV v2 mount (no slashes) and `base_path` the folder under it;
     a record's data path is `<mount>/data/<base_path>/<token ID>/<kind>`.
     `token_source` names where the token came from ("VAULT_TOKEN", "~/.vault-token",
-    "override", "login"), for status lines.
+    "override", "login"), for status lines. `show_new_values` makes the UI show
+    a newly set PUK once after it is escrowed; by default it stays in Vault only.
     """
 
     address: str | None = None
@@ -86,6 +88,7 @@ class VaultConfig:
     auth_mount: str | None = None
     username: str | None = None
     min_versions: int = DEFAULT_MIN_VERSIONS
+    show_new_values: bool = False
 
     @property
     def configured(self) -> bool:
@@ -141,6 +144,8 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
             raise PolicyError(f"Vault base_path {values['base_path']!r} starts with data/ or metadata/; give the folder under the mount, for example 'keytriage/tokens'")
     if "skip_verify" in out:
         out["skip_verify"] = _parse_bool("skip_verify (VAULT_SKIP_VERIFY)", out["skip_verify"])
+    if "show_new_values" in out:
+        out["show_new_values"] = _parse_bool("[vault] show_new_values", out["show_new_values"])
     if "timeout" in out:
         try:
             out["timeout"] = float(out["timeout"])
