@@ -184,6 +184,9 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         return self.scan_function(self._backend, self.settings, observer=self._observe_exchange)
 
     def _observe_exchange(self, exchange: Exchange) -> None:
+        # Runs on the device thread; the --trace writer is thread-safe.
+        if self.trace_writer is not None:
+            self.trace_writer(exchange)
         self.post_message(ExchangeObserved(exchange, self.clock()))
 
     def on_exchange_observed(self, message: ExchangeObserved) -> None:
@@ -299,11 +302,13 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         await self.request_quit()
 
     async def request_quit(self) -> None:
-        """Quit the app.
+        """Quit the app, unless an escrowed write is in flight or a value is NOT CONFIRMED in Vault.
 
-        NOTE: no action writes to a token yet; once one does, this must wait for
-        the in-flight write and its escrow record before exiting.
+        `escrow_allows_quit` then waits for the write (and quits after it) or
+        asks first, and returns False.
         """
+        if not self.escrow_allows_quit():
+            return
         self.exit(0)
 
     def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
