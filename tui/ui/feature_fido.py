@@ -1,11 +1,44 @@
-"""Main-screen feature: FIDO2 checks, credential list, reset wizard and new FIDO PIN (Steps 7-9)."""
+"""Main-screen feature: FIDO2 checks, credential list, reset wizard and new FIDO PIN (Steps 7-9).
+
+`f` opens the FIDO screen for the selected token. Device work runs on the
+device-owner thread (`fido_call`); the screens in `tui.ui.fido_screens`
+only render and dispatch.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tui.errors import PolicyError
+from tui.fido.actions import (
+    FidoActionError,
+    PinAttemptResult,
+    generate_fido_pin,
+    list_credentials,
+    set_new_fido_pin,
+    site_lets_user_set_pin,
+    validate_fido_pin,
+)
+from tui.fido.reset import ResetRunner, ResetWizard
+from tui.fido.state import FidoState
+from tui.secret import Secret
 from tui.ui.actions import ActionSpec
 
+log = logging.getLogger("keytriage.ui")
+
 # Entries of this feature in the action table (keys, footer, help, palette).
-ACTIONS: tuple[ActionSpec, ...] = ()
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("fido", "fido", "f", "FIDO",
+               "FIDO2 screen (Steps 7-9): FIDO PIN state, credential list with one FIDO PIN attempt, "
+               "guided FIDO reset, new FIDO PIN (escrowed first)."),
+)
+
+NO_FIDO_DEVICE = ("No FIDO authenticator is reachable on this token (USB HID or PC/SC). "
+                  "Read the FIDO state again; it says why.")
 
 
 class FidoFeature:
@@ -15,3 +48,252 @@ class FidoFeature:
     `feature_ready()` once the main screen is mounted, and
     `feature_after_scan(result)` after each scan.
     """
+
+    # Seconds for the reset window; tests replace it to control the countdown.
+    fido_clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    # -- state kept between screens -----------------------------------------------
+
+    def _fido_states(self) -> dict[str, FidoState]:
+        # The mixin has no __init__ of its own, so its state lives in the instance dict on first use.
+        return self.__dict__.setdefault("_fido_state_cache", {})
+
+    def fido_token(self, key: str) -> Any:
+        """Return the token of the last scan with `key` (its ID, or "reader:<name>"), or None."""
+        from tui.ui.widgets import token_key
+
+        result = self.scan_result
+        if result is None:
+            return None
+        return next((token for token in result.tokens if token_key(token) == key), None)
+
+    def fido_state_for(self, key: str) -> FidoState | None:
+        """Return the newest FIDO state of token `key`: a re-read one, else the scan's."""
+        cached = self._fido_states().get(key)
+        if cached is not None:
+            return cached
+        token = self.fido_token(key)
+        return token.fido if token is not None and isinstance(token.fido, FidoState) else None
+
+    def feature_after_scan(self, result: Any) -> None:
+        """Drop re-read FIDO states once a scan carries a newer one."""
+        from tui.ui.widgets import token_key
+
+        states = self._fido_states()
+        for token in result.tokens:
+            if isinstance(token.fido, FidoState):
+                states.pop(token_key(token), None)
+
+    # -- the screen ---------------------------------------------------------------
+
+    def action_fido(self) -> None:
+        """Open the FIDO screen of the selected token."""
+        from tui.ui.fido_screens import FidoScreen
+        from tui.ui.widgets import token_key
+
+        token = self.selected_token()
+        if token is None:
+            self.notify("No token selected: insert a key and rescan (r).", severity="warning")
+            return
+        self.push_screen(FidoScreen(token_key(token)))
+
+    # -- device work (each job runs on the device thread) ----------------------------
+
+    async def fido_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn` on the device-owner thread and await its result without blocking the event loop."""
+        return await asyncio.wrap_future(self.device.submit(fn, *args, **kwargs))
+
+    def _fido_backend(self) -> Any:
+        # Device thread only, like the scan that normally creates the backend.
+        if self._backend is None:
+            self._backend = self.backend_factory()
+        return self._backend
+
+    def _fido_discovery(self, reader: str) -> Any:
+        from tui.fido.discovery import find_fido_devices
+
+        return find_fido_devices(reader, self._fido_backend())
+
+    def _fido_read_job(self, reader: str) -> FidoState:
+        from tui.fido.state import read_discovered_state
+
+        discovery = self._fido_discovery(reader)
+        try:
+            return read_discovered_state(discovery)
+        finally:
+            discovery.close()
+
+    async def fido_reread(self, key: str) -> FidoState:
+        """Read the FIDO state of token `key` again (getInfo and getPINRetries, no PIN) and keep it."""
+        token = self._fido_require_token(key)
+        state = await self.fido_call(self._fido_read_job, token.reader)
+        self._fido_states()[key] = state
+        self.activity.add(f"FIDO state of {key}: {state.pin.text()} (read without a PIN)")
+        return state
+
+    def _fido_list_job(self, key: str, reader: str, pin: Secret, state: FidoState, override: bool) -> PinAttemptResult:
+        with self.session.locks.hold(key, "FIDO PIN attempt"):
+            discovery = self._fido_discovery(reader)
+            try:
+                endpoint = discovery.best()
+                if endpoint is None or endpoint.device is None:
+                    raise FidoActionError(NO_FIDO_DEVICE)
+                return list_credentials(endpoint.device, pin, token_key=key, audit=self.session.audit, state=state,
+                                        transport=endpoint.transport, override=override)
+            finally:
+                discovery.close()
+
+    async def fido_list(self, key: str, pin: Secret, state: FidoState, override: bool) -> PinAttemptResult:
+        """Spend the FIDO PIN attempt on token `key` and list its credentials; record the finding."""
+        token = self._fido_require_token(key)
+        result = await self.fido_call(self._fido_list_job, key, token.reader, pin, state, override)
+        if result.state is not None:
+            self._fido_states()[key] = result.state
+        summary = result.error.message if result.error is not None else result.message
+        if result.listing is not None:
+            summary = f"FIDO PIN correct; {result.listing.counts_text()}. FIDO works on the key."
+        # Counts only: relying parties and user names never reach the session events or the ticket.
+        self.session.add_event(kind="fido-cred-list", summary=summary, token_id=key, applet="FIDO")
+        return result
+
+    def _fido_set_pin_job(self, key: str, reader: str, pin: Secret, flow: Any, confirmed_version: int | None) -> Any:
+        with self.session.locks.hold(key, "new FIDO PIN"):
+            discovery = self._fido_discovery(reader)
+            try:
+                endpoint = discovery.best()
+                if endpoint is None or endpoint.device is None:
+                    raise FidoActionError(NO_FIDO_DEVICE)
+                return set_new_fido_pin(endpoint.device, flow, key, pin, transport=endpoint.transport,
+                                        ticket=self.session.triage.ticket, confirmed_version=confirmed_version)
+            finally:
+                discovery.close()
+
+    async def fido_new_pin_flow(self, key: str, generated: bool, *, explain_permanence: bool,
+                                say: Callable[[str], None]) -> None:
+        """Set a new FIDO PIN on token `key`: typed twice or generated, escrowed before clientPin setPIN."""
+        from tui.escrow.context import EscrowContext
+        from tui.escrow.flow import Outcome
+        from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
+
+        if site_lets_user_set_pin(self.settings):
+            say("Site policy (fido_pin_set_by_user): the user sets the FIDO PIN at their first registration; "
+                "keytriage sets none.")
+            return
+        token = self._fido_require_token(key)
+        state = await self.fido_reread(key)
+        if state.client_pin_option is None:
+            raise PolicyError("the key reports no clientPin option, so it takes no FIDO PIN")
+        if state.client_pin_option:
+            say("The key already has a FIDO PIN; keytriage sets a new one only on a key without one (after a reset).")
+            return
+        context = self.session.escrow if isinstance(self.session.escrow, EscrowContext) else EscrowContext(None)
+        flow = context.require_flow()
+
+        if explain_permanence:
+            body = ("This key has no FIDO PIN. Once a FIDO PIN is set it cannot be removed again without a FIDO reset, "
+                    "which erases every FIDO credential. The PIN is escrowed before it is sent.")
+            if not await self.push_screen_wait(ConfirmModal("New FIDO PIN", body, confirm_key="s", confirm_label="Set")):
+                say("New FIDO PIN not set.")
+                return
+
+        pin = generate_fido_pin(state.min_pin_length) if generated else await self._fido_prompt_new_pin(state, say)
+        if pin is None:
+            return
+
+        result = await self.fido_call(self._fido_set_pin_job, key, token.reader, pin, flow, None)
+        if result.outcome is Outcome.CONFLICT:
+            body = f"{result.message}\n\nWrite anyway and replace that version?"
+            if await self.push_screen_wait(ConfirmModal("Escrow conflict", body, confirm_key="o", confirm_label="Overwrite")):
+                result = await self.fido_call(self._fido_set_pin_job, key, token.reader, pin, flow,
+                                              result.conflict.current_version if result.conflict else None)
+        say(result.message)
+        escrow = [f"{result.data_path} v{result.outcome_version or result.pending_version}"] if result.data_path else []
+        self.session.add_event(kind="fido-pin-set", summary=result.words(), token_id=key, applet="FIDO", escrow_refs=escrow)
+
+        if result.sent and (generated or result.not_confirmed):
+            note = f"{result.message} Escrow: {', '.join(escrow) or 'none'}."
+            await self.push_screen_wait(ShowOnceModal("New FIDO PIN", "FIDO PIN", pin, note))
+        elif result.outcome is not Outcome.APPLIED:
+            await self.push_screen_wait(ErrorModal("New FIDO PIN", result.message))
+        await self.fido_reread(key)
+
+    async def _fido_prompt_new_pin(self, state: FidoState, say: Callable[[str], None]) -> Secret | None:
+        from tui.ui.modals import SecretPromptModal
+
+        minimum = state.min_pin_length
+
+        def check(secret: Secret) -> str | None:
+            return validate_fido_pin(secret, minimum)
+
+        rules = f"at least {max(4, minimum or 0)} characters, at most 63 bytes"
+        first = await self.push_screen_wait(SecretPromptModal(
+            "New FIDO PIN", f"Type the new FIDO PIN ({rules}).", kind="FIDO PIN", validate=check, confirm_label="Next"))
+        if first is None:
+            say("New FIDO PIN not set.")
+            return None
+        second = await self.push_screen_wait(SecretPromptModal(
+            "New FIDO PIN", "Type the new FIDO PIN again.", kind="FIDO PIN", validate=check, confirm_label="Set"))
+        if second is None or second != first:
+            say("New FIDO PIN not set: the two entries differ." if second is not None else "New FIDO PIN not set.")
+            return None
+        return first
+
+    # -- the reset wizard -------------------------------------------------------------
+
+    def fido_reset_runner(self, wizard: ResetWizard, *, on_change: Callable[[], None]) -> ResetRunner:
+        """Return the runner that does the wizard's device work with this app's backend."""
+        return ResetRunner(wizard, _LazyBackend(self), self.settings, audit=self.session.audit, on_change=on_change)
+
+    def fido_lab_touch_buttons(self, reader: str) -> list[Any]:
+        """LAB: give the lab key's authenticators a touch button and return the buttons."""
+        from tui.lab.fido_applet import install_touch_buttons
+
+        backend = self._backend
+        if backend is None or not getattr(backend, "is_lab", False) or not hasattr(backend, "key"):
+            return []
+        return install_touch_buttons(backend.key(reader))
+
+    async def fido_lab_control(self, command: str, reader: str) -> None:
+        """LAB: remove or insert the lab key in `reader` (on the device thread)."""
+        backend = self._backend
+        if backend is None or not hasattr(backend, command):
+            raise FidoActionError(f"the lab backend has no {command} control")
+        await self.fido_call(getattr(backend, command), reader)
+
+    def fido_reset_done(self, key: str, wizard: ResetWizard) -> None:
+        """Record a completed FIDO reset in the session and read the state again."""
+        self._fido_states().pop(key, None)
+        method = wizard.identity.method if wizard.identity else "unknown"
+        self.session.add_event(kind="fido-reset", token_id=key, applet="FIDO", resolved_by="FIDO reset",
+                               summary=f"FIDO reset: every FIDO credential and the FIDO PIN erased (key confirmed by {method}).",
+                               user_actions=["re-register the key with every relying party"])
+        self.run_worker(self._fido_reread_quietly(key), group="fido", exit_on_error=False)
+
+    def fido_reset_cancelled(self, key: str, wizard: ResetWizard) -> None:
+        """Record a FIDO reset cancelled before anything was sent."""
+        try:
+            self.session.audit.record("fido-reset", "cancelled", token_id=key, reader=wizard.reader, applet="FIDO")
+        except Exception as error:  # noqa: BLE001 - a lost audit line must not break the UI
+            log.warning("Cannot write the fido-reset audit record: %s", error)
+
+    async def _fido_reread_quietly(self, key: str) -> None:
+        try:
+            await self.fido_reread(key)
+        except Exception as error:  # noqa: BLE001 - the reset result stays on screen either way
+            self.activity.add(f"Reading the FIDO state after the reset failed: {error}")
+
+    def _fido_require_token(self, key: str) -> Any:
+        token = self.fido_token(key)
+        if token is None:
+            raise FidoActionError(f"token {key} is not in the last scan; rescan (r) and open FIDO again")
+        return token
+
+
+class _LazyBackend:
+    """The app's reader backend, created on the device thread on first use like the scan's."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._app._fido_backend(), name)

@@ -1,0 +1,321 @@
+"""The FIDO screen and the reset wizard in the TUI, driven over the in-process lab key with its LAB controls."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import fixed_clock
+from tui.audit import AuditTrail
+from tui.escrow.context import EscrowContext
+from tui.escrow.flow import EscrowFlow
+from tui.escrow.memory import MemoryStore
+from tui.escrow.records import RecordState, SecretKind
+from tui.fido.reset import TOO_LATE_TEXT, ResetStep
+from tui.lab.backend import LabBackend
+from tui.lab.fido_applet import FidoApplet
+from tui.lab.soft_fido import CMD_RESET, PIN_GET_TOKEN_LEGACY, PIN_GET_TOKEN_WITH_PERMISSIONS
+from tui.session import Session
+from tui.settings import SiteSettings
+from tui.ui.app import KeytriageApp
+from tui.ui.fido_screens import FidoScreen, ResetWizardScreen
+from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
+
+HEALTHY_PIN = "975310"
+
+
+class LabSetup:
+    """The app over one lab scenario, its backend, and a lab escrow store."""
+
+    def __init__(self, scenario: str, settings: SiteSettings | None = None) -> None:
+        settings = settings or SiteSettings()
+        self.backend = LabBackend(scenario)
+        self.reader = self.backend.list_readers()[0]
+        session = Session(settings, AuditTrail(lab=True), lab_scenario=scenario)
+        # The escrow UI replaces this with its own lab store at start-up, when it builds one.
+        session.escrow = EscrowContext(EscrowFlow(MemoryStore(), user="tech", audit=session.audit), label="lab store")
+        self.app = KeytriageApp(lambda: self.backend, settings, lab_scenario=scenario, clock=fixed_clock, session=session)
+
+    @property
+    def store(self) -> MemoryStore:
+        return self.app.session.escrow.flow.store
+
+    @property
+    def authenticator(self):
+        return self.backend.key(self.reader).card.applet(FidoApplet).authenticator
+
+    def pins_sent(self) -> int:
+        subs = self.authenticator.client_pin_subcommands()
+        return sum(1 for sub in subs if sub in (PIN_GET_TOKEN_LEGACY, PIN_GET_TOKEN_WITH_PERMISSIONS))
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def wait_until(pilot, condition, what: str, timeout: float = 15.0) -> None:
+    """Let the app run until `condition()` holds; fail naming `what` otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def text(screen, selector: str) -> str:
+    return str(screen.query_one(selector).render())
+
+
+async def open_fido(pilot) -> FidoScreen:
+    await settle(pilot)
+    await pilot.press("f")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, FidoScreen), "the FIDO screen")
+    screen = pilot.app.screen
+    await wait_until(pilot, lambda: not screen.busy and "tries left" in text(screen, "#fido-state") or "no PIN set" in text(screen, "#fido-state"),
+                     "the FIDO state")
+    return screen
+
+
+async def type_secret(pilot, value: str) -> None:
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, SecretPromptModal), "the PIN prompt")
+    for char in value:
+        await pilot.press(char)
+    await pilot.press("enter")
+    await pilot.press("s")
+
+
+async def test_fido_screen_shows_state():
+    lab = LabSetup("fido-healthy")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+
+        assert "FIDO PIN: 8 tries left, ok" in text(screen, "#fido-state")
+        assert "getInfo clientPin: true" in text(screen, "#fido-state")
+        assert "Step 8" in text(screen, "#fido-guidance")
+        assert lab.pins_sent() == 0
+
+
+async def test_list_credentials_with_pin():
+    lab = LabSetup("fido-healthy")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+        await pilot.press("l")
+        await type_secret(pilot, HEALTHY_PIN)
+        await wait_until(pilot, lambda: screen.attempt is not None and not screen.busy, "the listing")
+
+        listing = text(screen, "#fido-credentials")
+        assert "example.com: alice, bob" in listing
+        assert "example.org: alice" in listing
+        assert lab.pins_sent() == 1
+        audit = lab.app.session.audit.path.read_text()
+        assert "example.com" not in audit
+        assert HEALTHY_PIN not in audit
+        assert all("example" not in event.summary for event in lab.app.session.events)
+
+
+async def test_second_attempt_shows_tries_and_needs_override():
+    lab = LabSetup("fido-healthy")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+        await pilot.press("l")
+        await type_secret(pilot, "000000")
+        await wait_until(pilot, lambda: screen.attempt is not None and not screen.busy, "the wrong-PIN result")
+        assert "7 tries left" in text(screen, "#fido-credentials")
+
+        await pilot.press("l")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), "the override question")
+        modal = pilot.app.screen
+        assert "7 tries left" in str(modal.query_one(".modal-body").render())
+        await pilot.press("enter")
+        await pilot.press("o")  # without the typed word the override does nothing
+        assert isinstance(pilot.app.screen, ConfirmModal)
+        assert "does not match" in str(modal.query_one("#modal-error").render())
+        await pilot.press("n")
+        await wait_until(pilot, lambda: not screen.busy, "the cancelled override")
+
+        assert lab.pins_sent() == 1
+        assert lab.authenticator.pin_retries == 7
+
+
+async def test_blocked_key_gets_no_pin_prompt():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+        assert "BLOCKED (reset only)" in text(screen, "#fido-state")
+        await pilot.press("l")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ErrorModal), "the refusal")
+
+        assert "only a FIDO reset recovers" in str(pilot.app.screen.query_one(".modal-body").render())
+        assert lab.pins_sent() == 0
+
+
+async def start_wizard(pilot) -> ResetWizardScreen:
+    await pilot.press("w")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ResetWizardScreen), "the reset wizard")
+    wizard_screen = pilot.app.screen
+    for char in "RESET":
+        await pilot.press(char)
+    await pilot.press("enter")
+    await pilot.press("y")
+    await wait_until(pilot, lambda: wizard_screen.wizard.step is ResetStep.WAIT_REMOVE, "the removal step")
+    return wizard_screen
+
+
+async def test_wizard_end_to_end_with_lab_controls():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        screen = await start_wizard(pilot)
+        wizard = screen.wizard
+        assert "Remove the key" in text(screen, "#wizard-message")
+        assert "LAB controls" in text(screen, "#wizard-lab")
+
+        await pilot.press("x")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        assert "within 5 s of insertion" in text(screen, "#wizard-countdown")
+        await pilot.press("i")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
+        assert "TOUCH THE KEY" in text(screen, "#wizard-title")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
+
+        assert not lab.authenticator.pin_is_set
+        assert lab.authenticator.credentials == []
+        events = [event for event in lab.app.session.events if event.kind == "fido-reset"]
+        assert events[0].user_actions == ["re-register the key with every relying party"]
+        assert "[n] type a new FIDO PIN" in text(screen, "#wizard-keys")
+
+        await pilot.press("g")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ShowOnceModal), "the new PIN")
+        token_id = wizard.token_id
+        record, value, version = lab.store.read_version(token_id, SecretKind.FIDO_PIN)
+        assert record.state is RecordState.APPLIED
+        assert version == 2
+        assert lab.authenticator.pin_is_set
+        assert lab.authenticator.pin_hash == __import__("hashlib").sha256(value.reveal_text().encode()).digest()[:16]
+        await pilot.press("d")
+
+
+async def test_wizard_shows_too_late_refusal():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        lab.authenticator.reset_window_s = -1  # the key refuses every reset as too late
+        screen = await start_wizard(pilot)
+        await pilot.press("x")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await pilot.press("i")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.FAILED, "the refusal")
+
+        assert "Too late after insertion" in text(screen, "#wizard-message")
+        assert screen.wizard.message == TOO_LATE_TEXT
+        assert lab.authenticator.pin_is_set
+        await pilot.press("a")
+        assert screen.wizard.step is ResetStep.WAIT_REMOVE
+
+
+async def test_wizard_cancel_before_send():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        screen = await start_wizard(pilot)
+        await pilot.press("x")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await pilot.press("c")
+        assert screen.wizard.step is ResetStep.CANCELLED
+        await pilot.press("i")
+        await settle(pilot)
+        await pilot.pause(0.5)
+
+        assert screen.wizard.step is ResetStep.CANCELLED
+        assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
+        assert lab.authenticator.pin_retries == 0
+
+
+async def test_wizard_wrong_confirmation_sends_nothing():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        await pilot.press("w")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ResetWizardScreen), "the reset wizard")
+        screen = pilot.app.screen
+        for char in "reset":
+            await pilot.press(char)
+        await pilot.press("enter")
+        await pilot.press("y")
+        await settle(pilot)
+
+        assert screen.wizard.step is ResetStep.INTRO
+        assert "does not match" in text(screen, "#wizard-message")
+
+
+async def test_site_lets_user_set_pin():
+    settings = SiteSettings.from_dict({}, raw={"site": {"fido_pin_set_by_user": True}})
+    lab = LabSetup("fido-not-set", settings)
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+        await pilot.press("g")
+        await wait_until(pilot, lambda: not screen.busy, "the new-PIN check")
+
+        assert "first registration" in text(screen, "#fido-status")
+        assert not lab.authenticator.pin_is_set
+
+
+async def test_new_pin_on_key_without_one_warns_first():
+    lab = LabSetup("fido-not-set")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), "the warning")
+        assert "cannot be removed again without a FIDO reset" in str(pilot.app.screen.query_one(".modal-body").render())
+        await pilot.press("s")
+        await type_secret(pilot, "24681357")
+        await type_secret(pilot, "24681357")
+        await wait_until(pilot, lambda: not screen.busy, "the new PIN")
+
+        assert lab.authenticator.pin_is_set
+        record, _, _ = lab.store.read_version(str(lab.app.selected_token().token_id), SecretKind.FIDO_PIN)
+        assert record.state is RecordState.APPLIED
+        assert "24681357" not in lab.app.session.audit.path.read_text()
+
+
+# --- snapshots at 80x24 ------------------------------------------------------------------------------
+
+
+def snapshot_app(scenario: str) -> KeytriageApp:
+    return LabSetup(scenario).app
+
+
+async def fido_open(pilot) -> None:
+    await open_fido(pilot)
+    await settle(pilot)
+
+
+async def wizard_intro(pilot) -> None:
+    await open_fido(pilot)
+    await pilot.press("w")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ResetWizardScreen), "the reset wizard")
+    await settle(pilot)
+
+
+async def wizard_remove(pilot) -> None:
+    await open_fido(pilot)
+    await start_wizard(pilot)
+    await settle(pilot)
+
+
+@pytest.mark.parametrize("scenario", ["fido-healthy", "fido-blocked"])
+def test_fido_screen_snapshot(snap_compare, scenario):
+    assert snap_compare(snapshot_app(scenario), terminal_size=(80, 24), run_before=fido_open)
+
+
+def test_wizard_intro_snapshot(snap_compare):
+    assert snap_compare(snapshot_app("fido-blocked"), terminal_size=(80, 24), run_before=wizard_intro)
+
+
+def test_wizard_remove_snapshot(snap_compare):
+    assert snap_compare(snapshot_app("fido-blocked"), terminal_size=(80, 24), run_before=wizard_remove)
