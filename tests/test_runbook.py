@@ -224,3 +224,419 @@ def test_table_is_extensible_with_evaluator():
 
     assert result.pairs[-1] == ("4", "skipped")
     assert result.verdict == "Stopped at 4."
+
+
+# --- Step 0, the session's findings and the quick-reference table ----------------------------
+#
+# Three deliberate deviations from the runbook's tables are tested below:
+# - passkey path: Step 4 is offered, not walked (it would spend a smart-card try on a FIDO complaint);
+# - "VPN with cert-based auth" leads to Steps 4 and 11, not to "4, 10" (a full wipe);
+# - an admin-key unlock branch, step "6a", sits between Steps 6 and 10 (Crescendo has no PUK command).
+
+import datetime as dt
+
+from tui.certs import CertificateInfo
+from tui.fido.state import FidoPin, FidoPinState, FidoState, PinReason
+from tui.model import AdminKey, Profile
+from tui.oath import OtpApplet, OtpSlot, OtpSlots
+from tui.runbook import RunbookFindings, findings_from_session
+from tui.session import TriageAnswers
+
+
+def fido(state: FidoPinState, retries: int | None = 8, reason: PinReason | None = None) -> FidoState:
+    return FidoState(FidoPin(state, retries, reason=reason))
+
+
+def otp_slots(*, configured: bool | None = True, mode: str | None = "HOTP") -> OtpSlots:
+    slot = OtpSlot(OtpApplet.HID_OATH, "1", "A0000000792300", present=True, configured=configured, mode=mode,
+                   digits=6, button_slot=True)
+    return OtpSlots(Profile.HID_CRESCENDO, [slot])
+
+
+def crescendo(**kwargs):
+    token = make_token(profile=Profile.HID_CRESCENDO, **kwargs)
+    token.smartcard.admin_key = AdminKey(True, "AES-128")
+    return token
+
+
+def run(token, *, trying=None, saw=None, tap=None, **findings):
+    triage = TriageAnswers(trying=trying, saw=saw, tap=tap) if (trying or saw or tap) else None
+    return evaluate(make_scan(token), token, triage=triage, findings=RunbookFindings(**findings))
+
+
+BLOCKED = Counter(PinState.BLOCKED, 0, 8, Source.STATUS_QUERY)
+
+
+# Row: "I can't log in with my key for anything" -> Step 1 -> 2 -> 3, follow the flow from Step 3.
+def test_row_anything_follows_step_three():
+    result = run(make_token(), trying="cant-say")
+
+    assert result.pairs == [("0", "unknown"), ("1", "detected"), ("2", "captured"), ("3", "tries_left")]
+    assert result.next_step == "4"
+    assert result.action == "verify"
+
+
+# Row: "My PIN doesn't work for smart card login" -> Step 3 -> 4 -> Step 6 if a PUK exists, else Step 10.
+def test_row_smart_card_pin_to_step_six():
+    result = run(make_token(), trying="smart-card", verify="wrong", verify_tries=2)
+
+    assert result.pairs[-2:] == [("3", "tries_left"), ("4", "wrong")]
+    assert result.path[-1].summary == "Wrong PIN, 2 tries left"
+    assert result.next_step == "6"
+    assert result.action == "unblock_puk"
+    assert result.applet == "smart card"
+    assert result.offers("10")
+
+
+def test_row_smart_card_no_puk_to_step_ten():
+    result = run(make_token(), trying="smart-card", verify="wrong", puk_reset="not_defined")
+
+    assert result.pairs[-1] == ("6", "no_puk")
+    assert result.next_step == "10"
+    assert result.action == "reprovision"
+
+
+def test_row_smart_card_wrong_puk_to_step_ten():
+    result = run(make_token(pin=BLOCKED), trying="smart-card", puk_reset="wrong_puk", puk_tries=9)
+
+    assert result.pairs[-1] == ("6", "wrong_puk")
+    assert result.path[-1].summary == "Wrong PUK, 9 PUK tries left"
+    assert result.next_step == "10"
+
+
+def test_row_smart_card_reset_resolves():
+    result = run(make_token(pin=BLOCKED), trying="smart-card", puk_reset="reset")
+
+    assert result.pairs[-1] == ("6", "reset")
+    assert result.stopped
+    assert result.applet == "smart card"
+    assert any(offer.action == "set_puk" for offer in result.offered)
+
+
+# Row: "My key won't work for passkey logins" -> Step 3 -> (4 offered) -> 7 -> Step 8 or 9.
+def test_row_passkey_offers_verify_not_walked():
+    result = run(make_token(), trying="passkey")
+
+    assert result.pairs[-1] == ("3", "fido_complaint")
+    assert "4" not in [step for step, _ in result.pairs]
+    assert result.next_step == "7"
+    assert result.action == "fido"
+    assert result.offers("4")
+
+
+def test_row_passkey_healthy_fido_to_step_eight():
+    token = make_token()
+    token.fido = fido(FidoPinState.HEALTHY)
+
+    result = run(token, trying="passkey")
+
+    assert result.pairs[-1] == ("7", "pin_set")
+    assert result.next_step == "8"
+
+
+def test_row_passkey_blocked_fido_to_step_nine():
+    token = make_token()
+    token.fido = fido(FidoPinState.PERMANENTLY_BLOCKED, 0)
+
+    result = run(token, trying="passkey")
+
+    assert result.pairs[-1] == ("7", "blocked")
+    assert result.next_step == "9"
+    assert result.applet == "FIDO"
+
+
+def test_row_passkey_listing_blocked_to_step_nine():
+    token = make_token()
+    token.fido = fido(FidoPinState.HEALTHY)
+
+    result = run(token, trying="passkey", fido_listing="blocked")
+
+    assert result.pairs[-2:] == [("7", "pin_set"), ("8", "blocked")]
+    assert result.next_step == "9"
+
+
+def test_passkey_with_blocked_smart_card_offers_step_six():
+    result = run(make_token(pin=BLOCKED), trying="passkey")
+
+    assert result.next_step == "7"
+    assert result.offers("6")
+    assert not result.offers("4")
+    assert "blocked too" in result.verdict
+
+
+# Row: "My OTP code is rejected" -> Step 5 -> HOTP drift.
+def test_row_otp_drift_verdict():
+    token = crescendo()
+    token.otp = otp_slots()
+
+    result = run(token, trying="vpn-otp")
+
+    assert result.pairs[-2:] == [("3", "otp_complaint"), ("5", "present")]
+    assert result.stopped
+    assert result.applet == "OATH"
+    assert result.not_lockout == "server side (HOTP counter drift)"
+    assert "drift" in result.verdict
+
+
+def test_otp_not_listed_yet_recommends_step_five():
+    result = run(crescendo(), trying="vpn-otp")
+
+    assert result.next_step == "5"
+    assert result.action == "otp"
+
+
+def test_otp_slot_missing_reprovision():
+    token = crescendo()
+    token.otp = otp_slots(configured=False)
+
+    result = run(token, trying="vpn-otp")
+
+    assert result.pairs[-1] == ("5", "missing")
+    assert "PSKC" in result.verdict
+
+
+def test_otp_with_blocked_smart_card_goes_to_step_six():
+    token = make_token(pin=BLOCKED)
+    token.otp = otp_slots()
+
+    result = run(token, trying="vpn-otp")
+
+    assert result.pairs[-1] == ("3", "locked")
+    assert result.next_step == "6"
+
+
+# Row: "My tap code stopped working" -> clarify with the tap-action note.
+def test_row_tap_types_code_goes_to_otp():
+    assert run(crescendo(), trying="tap", tap="types-code").next_step == "5"
+
+
+def test_row_tap_touch_box_goes_to_fido():
+    assert run(crescendo(), trying="tap", tap="touch-box").next_step == "7"
+
+
+def test_row_tap_nothing_otp_first_then_fido():
+    token = crescendo()
+    token.otp = otp_slots(configured=False)
+
+    result = run(token, trying="tap", tap="nothing")
+
+    assert result.pairs[-1] == ("5", "missing_try_fido")
+    assert result.next_step == "7"
+
+
+def test_tap_nothing_codes_fine_offers_fido():
+    token = crescendo()
+    token.otp = otp_slots()
+
+    result = run(token, trying="tap", tap="nothing")
+
+    assert result.pairs[-1] == ("5", "present")
+    assert result.offers("7")
+
+
+# Row: "Smart card login fine, but VPN auth fails" -> Step 11.
+def test_row_other_system_goes_to_step_eleven():
+    result = run(crescendo(), trying="other-system")
+
+    assert result.pairs[-1] == ("3", "external_auth_complaint")
+    assert result.next_step == "11"
+    assert result.action == "xauth"
+    assert result.offers("4")
+
+
+def test_step_eleven_failed_names_external_auth():
+    result = run(crescendo(), trying="other-system", xauth="failed")
+
+    assert result.pairs[-1] == ("11", "failed")
+    assert result.applet == "external auth"
+
+
+# Step 0 table row "VPN with cert-based auth": Steps 4 and 11 (deviation from "4, 10").
+def test_vpn_certificate_goes_to_four_then_eleven():
+    before = run(crescendo(), trying="vpn-cert")
+    after = run(crescendo(), trying="vpn-cert", verify="ok")
+
+    assert before.next_step == "4"
+    assert after.pairs[-1] == ("4", "ok_external_auth")
+    assert after.next_step == "11"
+    assert "10" not in [step for step, _ in after.pairs]
+
+
+# Step 4 branches.
+def test_verify_ok_goes_to_fido():
+    result = run(make_token(), trying="smart-card", verify="ok")
+
+    assert result.pairs[-1] == ("4", "ok")
+    assert result.next_step == "7"
+    assert "FIDO PIN" in result.verdict
+
+
+def test_verify_blocked_goes_to_step_six():
+    assert run(make_token(), verify="blocked").next_step == "6"
+
+
+def test_verify_not_defined_stops():
+    result = run(make_token(), verify="not_defined")
+
+    assert result.pairs[-1] == ("4", "not_set")
+    assert result.stopped
+
+
+# Deviation: the admin-key unlock branch between Steps 6 and 10.
+def test_crescendo_locked_goes_to_admin_unlock():
+    result = run(crescendo(pin=BLOCKED), trying="smart-card")
+
+    assert result.pairs[-1] == ("6", "no_puk_command")
+    assert result.next_step == "6a"
+    assert result.action == "admin_unlock"
+    assert result.offers("10")
+
+
+def test_crescendo_without_admin_key_goes_to_step_ten():
+    token = crescendo(pin=BLOCKED)
+    token.smartcard.admin_key = AdminKey(False)
+
+    result = run(token)
+
+    assert result.pairs[-1] == ("6a", "no_admin_key")
+    assert result.next_step == "10"
+
+
+@pytest.mark.parametrize(("unlock", "outcome", "next_step"), [
+    ("unlocked", "unlocked", None), ("auth_failed", "auth_failed", "10"), ("unlock_blocked", "unlock_blocked", "10"),
+])
+def test_admin_unlock_branches(unlock, outcome, next_step):
+    result = run(crescendo(pin=BLOCKED), unlock=unlock)
+
+    assert result.pairs[-1] == ("6a", outcome)
+    assert result.next_step == next_step
+
+
+def test_yubikey_blocked_puk_skips_to_step_ten():
+    token = make_token(profile=Profile.YUBIKEY, pin=BLOCKED, puk=Counter(PinState.BLOCKED, 0, 3, Source.METADATA))
+
+    result = run(token)
+
+    assert result.pairs[-1] == ("6", "puk_blocked")
+    assert result.next_step == "10"
+
+
+def test_reprovisioned_stops():
+    token = make_token(pin=BLOCKED)
+
+    result = run(token, puk_reset="wrong_puk", reprovisioned=True)
+
+    assert result.pairs[-1] == ("10", "done")
+    assert result.stopped
+
+
+# Expired login certificate: not a lockout.
+def test_expired_certificate_not_lockout():
+    token = make_token()
+    token.certificates = [CertificateInfo("9A", True, "CN=Lab", dt.datetime(2023, 1, 1), dt.datetime(2024, 1, 31), True)]
+
+    result = run(token, trying="smart-card")
+
+    assert result.pairs[-1] == ("3", "certificate_expired")
+    assert result.stopped
+    assert result.not_lockout == "expired certificate"
+    assert result.verdict.startswith("Not a lockout: expired certificate")
+    assert "2024-01-31" in result.verdict
+
+
+def test_expired_certificate_with_blocked_pin_still_locked():
+    token = make_token(pin=BLOCKED)
+    token.certificates = [CertificateInfo("9A", True, None, None, dt.datetime(2024, 1, 31), True)]
+
+    assert run(token).pairs[-1] == ("3", "locked")
+
+
+def test_expired_signature_certificate_ignored():
+    token = make_token()
+    token.certificates = [CertificateInfo("9C", True, None, None, dt.datetime(2024, 1, 31), True)]
+
+    assert run(token).pairs[-1] == ("3", "tries_left")
+
+
+# FIDO states (Step 7, read-only).
+@pytest.mark.parametrize(("state", "reason", "outcome", "next_step"), [
+    (FidoPinState.NOT_SET, PinReason.CLIENT_PIN_FALSE, "no_pin", None),
+    (FidoPinState.HEALTHY, PinReason.RETRIES_LEFT, "pin_set", "8"),
+    (FidoPinState.TEMPORARILY_BLOCKED, PinReason.POWER_CYCLE_STATE, "temporarily_blocked", None),
+    (FidoPinState.PERMANENTLY_BLOCKED, PinReason.RETRIES_ZERO, "blocked", "9"),
+    (FidoPinState.NOT_SUPPORTED, PinReason.CLIENT_PIN_OPTION_MISSING, "unsupported", None),
+    (FidoPinState.NOT_SUPPORTED, PinReason.NO_AUTHENTICATOR, "no_authenticator", None),
+])
+def test_fido_states(state, reason, outcome, next_step):
+    token = make_token()
+    token.fido = fido(state, reason=reason)
+
+    result = run(token, trying="passkey")
+
+    assert result.pairs[-1] == ("7", outcome)
+    assert result.next_step == next_step
+
+
+def test_fido_not_set_is_relying_party():
+    token = crescendo()
+    token.fido = fido(FidoPinState.NOT_SET)
+
+    result = run(token, trying="passkey")
+
+    assert result.not_lockout == "relying-party side"
+    assert "no FIDO lockout is possible" in result.verdict
+    assert result.offers("11")
+
+
+def test_fido_temporary_block_says_reinsert():
+    token = make_token()
+    token.fido = fido(FidoPinState.TEMPORARILY_BLOCKED, 5)
+
+    result = run(token, trying="passkey")
+
+    assert "re-insert" in result.verdict
+    assert result.applet == "FIDO"
+
+
+def test_smart_card_and_fido_fine_offers_step_eleven():
+    token = crescendo()
+    token.fido = fido(FidoPinState.HEALTHY)
+
+    result = run(token, trying="smart-card", verify="ok", fido_listing="listed")
+
+    assert result.pairs[-3:] == [("4", "ok"), ("7", "pin_set"), ("8", "listed")]
+    assert result.offers("11")
+    assert result.not_lockout == "relying-party side"
+
+
+def test_saw_code_wrong_means_otp():
+    result = run(crescendo(), saw="code-wrong")
+
+    assert result.pairs[0] == ("0", "otp")
+    assert result.next_step == "5"
+
+
+def test_no_triage_keeps_step_zero_off_path():
+    result = run(make_token())
+
+    assert result.pairs[0] == ("1", "detected")
+
+
+def test_findings_from_audit(tmp_path):
+    from tui.audit import AuditTrail
+    from tui.session import Session
+    from tui.settings import SiteSettings
+
+    token = make_token()
+    audit = AuditTrail(tmp_path / "audit.jsonl", lab=True)
+    session = Session(SiteSettings(), audit)
+    audit.record("verify-pin", "sending", token_id=token.token_id)
+    audit.record("verify-pin", "wrong", token_id=token.token_id, tries_after=2)
+    audit.record("puk-reset", "refused", token_id=token.token_id)
+
+    findings = findings_from_session(session, token)
+
+    assert findings.verify == "wrong"
+    assert findings.verify_tries == 2
+    assert findings.puk_reset is None
+    assert run(token, verify=findings.verify).next_step == "6"

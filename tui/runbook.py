@@ -846,3 +846,39 @@ def _offered_steps(context: RunbookContext, path: list[StepTaken], next_step: st
     if recovered and token.profile in (Profile.YUBIKEY, Profile.GENERIC_PIV):
         offer("6", "Set a PUK where none is on file, so the next lockout is recoverable without a wipe.", "set_puk")
     return offered
+
+
+# Audit operations of the recovery actions, and the outcomes that do not settle a step.
+_AUDIT_OPERATIONS = {"verify": "verify-pin", "puk_reset": "puk-reset", "unlock": "admin-unlock",
+                     "reprovision": "reprovision"}
+_UNSETTLED = frozenset({"sending", "refused", "lost", "unknown", "not wiped"})
+
+
+def findings_from_session(session, token: TokenScan | None) -> RunbookFindings:
+    """Build the findings of the recovery steps from the session's audit trail for `token`.
+
+    The latest settled record of each operation counts, so a restarted
+    session continues where the last one stopped. FIDO and OTP come from the
+    scan; the FIDO listing and the external-authentication check are passed
+    in by their features.
+    """
+    findings = RunbookFindings()
+    if token is None or token.token_id is None:
+        return findings
+
+    def latest(operation: str):
+        records = [r for r in session.audit.attempts(token.token_id, operation) if r.outcome not in _UNSETTLED]
+        return records[-1] if records else None
+
+    record = latest(_AUDIT_OPERATIONS["verify"])
+    if record is not None:
+        findings.verify, findings.verify_tries = record.outcome, record.tries_after
+    record = latest(_AUDIT_OPERATIONS["puk_reset"])
+    if record is not None:
+        findings.puk_reset, findings.puk_tries = record.outcome, record.tries_after
+    record = latest(_AUDIT_OPERATIONS["unlock"])
+    if record is not None:
+        findings.unlock, findings.unlock_tries = record.outcome, record.tries_after
+    record = latest(_AUDIT_OPERATIONS["reprovision"])
+    findings.reprovisioned = record is not None and record.outcome == "wiped"
+    return findings
