@@ -118,7 +118,7 @@ def lab_seed_value(name: str, value: Secret) -> tuple[SecretKind, Secret, Encodi
         return None
     kind, encoding = entry
     if encoding is Encoding.HEX and isinstance(value.reveal(), str):
-        # Vault returns a hex-encoded value as bytes, so the memory store holds bytes too.
+        # Vault returns a hex-encoded value as bytes, so the memory store keeps bytes too.
         value = Secret(bytes.fromhex(value.reveal_text()), kind.label)
     return kind, value, encoding
 
@@ -214,10 +214,10 @@ class EscrowContext:
         may have expired since.
         """
         if self.flow is None:
-            raise EscrowUnavailableError(f"Escrow unavailable: {self.unavailable_reason}. No secret can be set until it is fixed.")
+            raise EscrowUnavailableError(f"Escrow unavailable: {_sentence(self.unavailable_reason)} No secret can be set until it is fixed.")
         if self.status is not None and not self.status.usable:
             reason = self.status.detail or self.header_words()
-            raise EscrowUnavailableError(f"Escrow unavailable: {reason} No secret can be set until it is fixed.")
+            raise EscrowUnavailableError(f"Escrow unavailable: {_sentence(reason)} No secret can be set until it is fixed.")
         if self.ttl_remaining() == 0:
             raise EscrowUnavailableError("Escrow unavailable: the Vault token has expired. Press l to log in to Vault again.")
         return self.flow
@@ -227,7 +227,7 @@ class EscrowContext:
     def on_file(self, token_id: TokenId | str, kind: SecretKind) -> OnFile | None:
         """Return what metadata shows about the record (no value read), None when nothing is on file. Blocking."""
         if self.flow is None:
-            raise EscrowUnavailableError(f"Escrow unavailable: {self.unavailable_reason}.")
+            raise EscrowUnavailableError(f"Escrow unavailable: {_sentence(self.unavailable_reason)}")
         return self.flow.on_file(token_id, kind)
 
     def value_on_file(self, token_id: TokenId | str, kind: SecretKind) -> Secret | None:
@@ -358,6 +358,12 @@ def build_escrow_context(settings: Any, lab_scenario: str | None, overrides: Map
                             user=user, clock=clock)
     context.refresh_status()
     return context
+
+
+def _sentence(text: str) -> str:
+    """Return `text` ending with exactly one full stop."""
+    text = text.strip()
+    return text if text.endswith(".") else text + "."
 
 
 def _broken_context(reason: str, *, lab: bool, audit: Any, user: str | None, clock: Callable[[], float]) -> EscrowContext:
