@@ -57,7 +57,7 @@ SET_PIN_REASON = "FIDO PIN set by the help desk"
 
 
 class Refusal(str, enum.Enum):
-    """Why a FIDO PIN was not sent."""
+    """Reason a FIDO PIN was not sent."""
 
     TEMPORARILY_BLOCKED = "temporarily_blocked"
     PERMANENTLY_BLOCKED = "permanently_blocked"
@@ -68,7 +68,7 @@ class Refusal(str, enum.Enum):
 
 
 class FidoPinRefused(KeytriageError):
-    """No FIDO PIN was sent; `refusal` says why and `retries` gives the tries left when known."""
+    """No FIDO PIN was sent: `refusal` gives the reason and `retries` the tries left when known."""
 
     def __init__(self, refusal: Refusal, message: str, retries: int | None = None) -> None:
         self.refusal = refusal
@@ -114,7 +114,7 @@ def generate_fido_pin(min_pin_length: int | None = None) -> Secret:
 def pin_attempts(audit: Any, token_key: str, *, within: dt.timedelta | None = None) -> list[Any]:
     """Return the audit records of FIDO PIN attempts on `token_key` that count against the one attempt.
 
-    A PIN_NOT_SET answer spends no try, so its record does not count.
+    A PIN_NOT_SET response spends no try, so its record does not count.
     """
     kwargs = {} if within is None else {"within": within}
     return [entry for entry in audit.attempts(token_key, FIDO_PIN_OPERATION, **kwargs)
@@ -219,9 +219,9 @@ def list_credentials(device: Any, pin: Secret, *, token_key: str, audit: Any, st
                      transport: str | None = None, override: bool = False) -> PinAttemptResult:
     """Spend one deliberate FIDO PIN attempt and list the key's discoverable credentials.
 
-    `device` is an open fido2 `CtapDevice` of the token; `state` is the FIDO
-    state last read for it; `token_key` is the token ID (or "reader:<name>")
-    the attempt is counted under. Raises `FidoPinRefused` before anything is
+    `device` is an open fido2 `CtapDevice` of the token and `state` the FIDO
+    state last read for it. The attempt is counted under `token_key`, the
+    token ID (or "reader:<name>"). Raises `FidoPinRefused` before anything is
     sent when the state shows a block, when the session's attempt is used and
     `override` is False, or when a fresh getPINRetries shows a block; raises
     `PolicyError` for a PIN that breaks the length rules. A NOT_SET state
@@ -321,7 +321,7 @@ def _enumerate(ctap: Any, client_pin: Any, token: bytes, *, token_key: str, audi
 
 
 class FidoActionError(KeytriageError):
-    """A FIDO action failed after it started; the message says what failed and what to do."""
+    """A FIDO action failed after it started. The message names what failed and what to do next."""
 
 
 def _audit(audit: Any, operation: str, outcome: str, token_key: str, **fields: Any) -> None:

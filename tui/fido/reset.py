@@ -2,7 +2,7 @@
 
 `ResetWizard` holds no device and reads no wall clock: the caller feeds it
 events (the typed confirmation, presence snapshots, the identity check, the
-keepalive, the reset's outcome) and it answers with the next step and the
+keepalive, the reset's outcome) and it returns the next step and the
 `pending_action` the driver performs. Its clock is injected, so the window
 check is testable without sleeping.
 
@@ -68,8 +68,8 @@ CANCELLED_TEXT = "Reset cancelled before the key was touched. Nothing was erased
 def reset_window_for(firmware_version: int | None, *, is_yubikey: bool) -> float:
     """Return the reset window in seconds after power-up: 10 on YubiKey 5.5.4 or later, else 5.
 
-    Only Yubico documents its window; for every other key the shortest window
-    in use (5 s) is assumed, which is safe because a reset sent early is valid.
+    Only Yubico documents its window. Every other key gets the shortest window
+    in use (5 s), which is safe because a reset sent early is valid.
     """
     if is_yubikey and firmware_version and firmware_version >= YUBIKEY_10S_FIRMWARE:
         return CTAP21_YUBIKEY_WINDOW_S
@@ -487,7 +487,7 @@ def send_reset(discovery: Any, event: threading.Event, on_keepalive: Callable[[i
 
 
 class ResetError(KeytriageError):
-    """The reset could not be sent; the message says why."""
+    """The reset could not be sent. The message gives the reason."""
 
 
 IdentityChecker = Callable[[Any, str, ExpectedIdentity, Any, Any], IdentityCheck]

@@ -152,6 +152,10 @@ class FidoScreen(Screen):
         if self.app.fido_state_for(self.token_key) is None:
             self.action_reread()
 
+    def on_screen_resume(self) -> None:
+        # Back from the reset wizard: the state may have changed underneath.
+        self.refresh_view()
+
     @property
     def token(self) -> Any:
         """The token this screen is about, from the last scan (None when it left)."""
