@@ -68,7 +68,8 @@ def test_generated_pin_is_escrowed_and_set(tmp_path):
 
     assert result.outcome is PukResetOutcome.RESET
     text = result.new_pin.reveal_text()
-    assert text.isdigit() and len(text) == 8
+    assert text.isdigit()
+    assert len(text) == 8
     assert lab.key.store.pin.matches(text.encode())
     _, value, _ = lab.store.read_version(lab.token.token_id, SecretKind.PIV_PIN)
     assert value == result.new_pin
@@ -255,5 +256,6 @@ def test_event_and_audit_hold_no_secret(tmp_path):
     assert event.resolved_by == "PUK reset"
     assert event.escrow_refs and "piv-pin" in event.escrow_refs[0]
     text = (tmp_path / "audit.jsonl").read_text()
-    assert "58302716" not in text and "73910264" not in text
+    assert "58302716" not in text
+    assert "73910264" not in text
     assert "73910264" not in repr(lab.channel.exchanges)

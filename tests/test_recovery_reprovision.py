@@ -108,7 +108,8 @@ def test_yubikey_reprovision_end_to_end(tmp_path):
     assert ("piv-puk", 1, "pending") in lab.escrow_at_write
     assert result.follow_up
     kinds = [event.kind for event in lab.session.events]
-    assert "reprovision" in kinds and "follow-up" in kinds
+    assert "reprovision" in kinds
+    assert "follow-up" in kinds
 
 
 def test_crescendo_reprovision_with_key_on_file(tmp_path):

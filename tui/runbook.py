@@ -65,7 +65,7 @@ class Outcome:
     the facts the evaluator found. `leads_to` is the next step id, `None`
     when the runbook stops here. `notice` is a warning that stays in the
     verdict even though the runbook goes on. `applet` names the locked applet
-    this outcome establishes; `not_lockout` says why it is no lockout at all.
+    this outcome establishes, and `not_lockout` gives the reason it is no lockout at all.
     `focus` (Step 0 only) lists the steps the complaint points to.
     """
 
@@ -346,7 +346,7 @@ def evaluate_pin_state(context: RunbookContext) -> Finding:
     }
     locked = pin.state is PinState.BLOCKED or pin.remaining == 0
 
-    # A FIDO or OTP complaint goes to its own applet whatever the smart card says.
+    # A FIDO or OTP complaint goes to its own applet whatever the smart-card state is.
     if focus in _FIDO_FOCUS:
         return Finding("fido_complaint", facts)
     if focus in _OTP_FOCUS and not locked:

@@ -49,7 +49,7 @@ YUBIKEY_ASCII_PUK_FIRMWARE = (5, 7, 0)
 
 
 class PukSource(str, enum.Enum):
-    """Where the PUK came from."""
+    """The source of the PUK."""
 
     ESCROW = "escrow record"
     MANIFEST = "site PUK manifest"
@@ -69,7 +69,7 @@ class PukChoice:
 
 @dataclass
 class PukAvailability:
-    """What PUK sources exist for a token, without revealing a value."""
+    """The PUK sources on file for a token, described without revealing a value."""
 
     escrow: str | None  # e.g. "on file (v3)", None when nothing is on file
     escrow_readable: bool

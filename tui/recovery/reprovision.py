@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from tui.aca import select_aca
 from tui.apdu import CommandApdu, Status
-from tui.errors import PcscError, PolicyError
+from tui.errors import PcscError
 from tui.escrow.actions import initial_pin_request, set_piv_puk
 from tui.escrow.flow import ApplyOutcome, EscrowResult, Outcome, TransmitLostError
 from tui.escrow.records import Encoding, SecretKind
@@ -60,7 +60,7 @@ FOLLOW_UP_ADMIN_KEY = "Install a new admin key (escrowed first) through the prov
 
 
 class ResetMethod(str, enum.Enum):
-    """How the token is wiped."""
+    """The wipe command Step 10 sends, by profile."""
 
     YUBIKEY_PIV_RESET = "YubiKey PIV reset (00 FB 00 00)"
     CRESCENDO_RESET_CARD = "ACA RESET CARD (00 38 00 00)"
@@ -68,7 +68,7 @@ class ResetMethod(str, enum.Enum):
 
 
 class ResetAuth(str, enum.Enum):
-    """What grants a Crescendo RESET CARD: XAUTH1 with an admin key, or the verified PIN."""
+    """The grant a Crescendo RESET CARD needs: XAUTH1 with an admin key, or the verified PIN."""
 
     ADMIN_KEY_ON_FILE = "admin key on file"
     ADMIN_KEY_TYPED = "admin key typed by the technician"
@@ -79,11 +79,11 @@ class ResetAuth(str, enum.Enum):
 
 @dataclass
 class ReprovisionPlan:
-    """What Step 10 would do to this token, what is lost, and why it may be refused."""
+    """The Step 10 plan for one token: method, precondition, losses and refusals."""
 
     token_id: str | None
     method: ResetMethod
-    ready: bool  # the method's precondition holds (refusals aside)
+    ready: bool  # True when the method's precondition is met (refusals aside)
     precondition: str
     losses: list[str] = field(default_factory=list)
     untouched: list[str] = field(default_factory=list)

@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass, field
 
 from tui import gp, piv
-from tui.apdu import StatusKind
 from tui.errors import MalformedResponseError, PcscError
 from tui.identity import choose_token_id, id_candidates, id_sources_for
 from tui.model import PcscProblem, Profile, TokenId

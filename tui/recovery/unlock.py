@@ -40,7 +40,7 @@ OPERATION = "admin-unlock"
 
 
 class AdminKeySource(str, enum.Enum):
-    """Where the admin key came from."""
+    """The source of the admin key."""
 
     ESCROW = "escrow record"
     TYPED = "typed by the technician"

@@ -94,10 +94,6 @@ class VerifyRefusedError(RecoveryRefusedError):
         self.permission = permission
 
 
-def _tries(token: TokenScan) -> int | None:
-    return token.smartcard.pin.remaining
-
-
 def previous_attempts(token: TokenScan, session) -> list:
     """Return this session's audit records of verifies sent to `token` (refusals excluded)."""
     if token.token_id is None:
