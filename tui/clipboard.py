@@ -47,7 +47,7 @@ SSH_VARIABLES = ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")
 
 @dataclass(frozen=True)
 class ClipboardPath:
-    """What stands between keytriage and the technician's clipboard, read from the environment."""
+    """The hops between keytriage and the technician's clipboard, detected from the environment."""
 
     over_ssh: bool
     local_display: bool

@@ -1,11 +1,11 @@
 """The ticket summary: what the help desk must record before closing the ticket, as plain text.
 
-Built from the last scan, the runbook and the session (`Session.events` and
-`Session.triage`), it lists per token: the token ID and CUID, the profile,
-the applet found locked (or that it was not a lockout, and why), the action
-that resolved it, the escrow references (Vault path and version, never a
-value) and what the user still has to do. Then the Step 0 answers and the
-ticket number.
+The summary is built from the last scan, the runbook and the session
+(`Session.events` and `Session.triage`). Per token it lists the token ID and
+CUID, the profile, and the applet found locked (or why it was not a
+lockout). Then come the action that resolved it, the escrow references
+(Vault path and version, never a value) and what the user still has to do.
+The Step 0 answers and the ticket number head the text.
 
 The text pastes cleanly into a ticket system: ASCII only, at most 72 columns,
 no control characters or colour codes. A lab run says LAB in the first line.
@@ -42,17 +42,6 @@ LABEL_WIDTH = 14
 
 KIND_FINDING = "finding"
 KIND_NOT_LOCKOUT = "not-lockout"
-
-# Resolution wording by event kind, used when the event leaves `resolved_by` empty.
-RESOLUTION_WORDS: dict[str, str] = {
-    "verify": "PIN verify",
-    "puk-reset": "PUK reset",
-    "admin-unlock": "admin-key unlock",
-    "fido-reset": "FIDO reset",
-    "reprovision": "full reprovision",
-    "otp-reprovision": "OATH slot reprovisioned",
-    "told-pin": "no action: told the user the PIN",
-}
 
 PIN_CHANGE = "Change the smart-card PIN at the next login (the help desk set it)."
 FIDO_REREGISTER = "Register the key again with every FIDO relying party (the reset deleted all passkeys)."
@@ -391,3 +380,86 @@ def write_ticket_file(path: str | os.PathLike[str], text: str) -> Path:
         raise TicketFileError(f"cannot write the ticket file {target}: {exc.strerror}. "
                               "The ticket is printed to standard output instead.") from exc
     return target
+
+
+# --- the token history -----------------------------------------------------------------------
+
+def history_text(audit, token_id: str, *, current_session: str | None = None, store: object | None = None) -> str:
+    """Return the token's history as text: sessions from the audit trail, then escrow versions.
+
+    `store` is an escrow store with `read_metadata`. Only metadata is read
+    (who set which kind, when, in which state), so no value is ever fetched.
+    Blocking: it reads the audit file and, with a store, calls Vault.
+    """
+    lines = [f"Token {token_id}", "", "Sessions in the audit trail (oldest first):"]
+    lines += _audit_sessions(audit, token_id, current_session)
+    lines += ["", "Escrow versions (Vault metadata; values are never shown):"]
+    lines += _escrow_versions(store, token_id)
+    return "\n".join(lines) + "\n"
+
+
+def _audit_sessions(audit, token_id: str, current_session: str | None) -> list[str]:
+    sessions: dict[str, list] = {}
+    for entry in audit.records(token_id):
+        sessions.setdefault(entry.session, []).append(entry)
+    if not sessions:
+        return [f"  none in {audit.path}"]
+
+    lines = []
+    for session, entries in sessions.items():
+        first, last = entries[0], entries[-1]
+        span = f"{first.time[:16].replace('T', ' ')} to {last.time[11:16]} UTC"
+        marks = [" (this session)" if session == current_session else "", " LAB" if first.lab else ""]
+        lines.append(f"  {span}  {first.user}@{first.host}  session {session}{''.join(marks)}")
+        for entry in entries:
+            status = f" {entry.status}" if entry.status else ""
+            tries = ""
+            if entry.tries_before is not None or entry.tries_after is not None:
+                tries = f" tries {'?' if entry.tries_before is None else entry.tries_before}->" \
+                        f"{'?' if entry.tries_after is None else entry.tries_after}"
+            lines.append(f"    {entry.time[11:19]} {entry.operation}: {entry.outcome}{status}{tries}")
+    return lines
+
+
+def _escrow_versions(store: object | None, token_id: str) -> list[str]:
+    if store is None or not hasattr(store, "read_metadata"):
+        return ["  not available: escrow is not set up in this session"]
+    from tui.escrow.records import (
+        META_APPLIED_VERSION,
+        META_LAST_SET_AT,
+        META_LAST_SET_BY,
+        META_LAST_STATE,
+        META_LAST_VERSION,
+        SecretKind,
+    )
+
+    lines = []
+    for kind in SecretKind:
+        try:
+            metadata = store.read_metadata(token_id, kind)
+        except Exception as exc:  # noqa: BLE001 - any store failure is shown, the rest of the history stays
+            lines.append(f"  {kind.label}: metadata not readable: {exc}")
+            continue
+        if metadata is None:
+            lines.append(f"  {kind.label}: nothing escrowed")
+            continue
+
+        custom = metadata.custom_metadata
+        applied = custom.get(META_APPLIED_VERSION)
+        path = store.data_path(token_id, kind) if hasattr(store, "data_path") else kind.value
+        lines.append(f"  {kind.label}: {path}")
+        for number in sorted(metadata.versions):
+            info = metadata.versions[number]
+            flags = []
+            if applied is not None and str(number) == str(applied):
+                flags.append("applied")
+            if info.deleted:
+                flags.append("deleted")
+            if info.destroyed:
+                flags.append("destroyed")
+            suffix = f" ({', '.join(flags)})" if flags else ""
+            lines.append(f"    v{number} written {info.created_time or 'at an unknown time'}{suffix}")
+        if custom.get(META_LAST_STATE):
+            lines.append(f"    last: v{custom.get(META_LAST_VERSION, '?')} {custom[META_LAST_STATE]}"
+                         f" by {custom.get(META_LAST_SET_BY, '?')} at {custom.get(META_LAST_SET_AT, '?')}")
+    return lines

@@ -184,6 +184,9 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         return self.scan_function(self._backend, self.settings, observer=self._observe_exchange)
 
     def _observe_exchange(self, exchange: Exchange) -> None:
+        # Runs on the device thread; the --trace writer is thread-safe.
+        if self.trace_writer is not None:
+            self.trace_writer(exchange)
         self.post_message(ExchangeObserved(exchange, self.clock()))
 
     def on_exchange_observed(self, message: ExchangeObserved) -> None:
