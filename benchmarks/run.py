@@ -201,12 +201,12 @@ def print_report(results: dict[str, Any]) -> None:
           f"1-minute load {machine['load_at_start']} at start, {machine['load_at_end']} at end")
 
     if "startup" in results:
-        s = results["startup"]
-        print(f"\n1. Start-up ({s['runs']} runs, median)")
-        print(f"   time to fully painted: {_fmt(s['painted_s'], 3, ' s')} vs minimal app {_fmt(s['reference_painted_s'], 3, ' s')}"
-              f" -> ratio {_fmt(s['time_ratio'])} (target <= {s['time_target_ratio']})")
-        print(f"   peak RSS: {s['peak_rss_kib'] / 1024:.1f} MiB vs {s['reference_peak_rss_kib'] / 1024:.1f} MiB"
-              f" -> ratio {_fmt(s['memory_ratio'])} (target <= {s['memory_target_ratio']})")
+        start = results["startup"]
+        print(f"\n1. Start-up ({start['runs']} runs, median)")
+        print(f"   time to fully painted: {_fmt(start['painted_s'], 3, ' s')} vs minimal app {_fmt(start['reference_painted_s'], 3, ' s')}"
+              f" -> ratio {_fmt(start['time_ratio'])} (target <= {start['time_target_ratio']})")
+        print(f"   peak RSS: {start['peak_rss_kib'] / 1024:.1f} MiB vs {start['reference_peak_rss_kib'] / 1024:.1f} MiB"
+              f" -> ratio {_fmt(start['memory_ratio'])} (target <= {start['memory_target_ratio']})")
 
     if "scan" in results:
         scan = results["scan"]
@@ -236,14 +236,14 @@ def print_report(results: dict[str, Any]) -> None:
                           f"{entry['seconds'] * 1000:.0f} ms")
 
     if "responsiveness" in results:
-        r = results["responsiveness"]
+        latency = results["responsiveness"]
         print("\n3. Key-press-to-repaint latency (help open/close, r during a scan)")
         for name in ("idle", "loaded"):
-            row = r[name]
+            row = latency[name]
             print(f"   {name:<7} p50 {_fmt(row['p50_ms'], 1, ' ms')}, p95 {_fmt(row['p95_ms'], 1, ' ms')} over "
                   f"{row['samples']} presses, {row['unanswered']} unanswered; per key median "
                   f"{ {k: round(v, 1) for k, v in row['by_key_median_ms'].items()} }, Escape {[round(v) for v in row['escape_ms']]} ms")
-        print(f"   loaded p95 / idle p95 = {_fmt(r['p95_ratio'])}; target: loaded p95 < {r['target_p95_ms']:.0f} ms")
+        print(f"   loaded p95 / idle p95 = {_fmt(latency['p95_ratio'])}; target: loaded p95 < {latency['target_p95_ms']:.0f} ms")
 
     if "wire" in results:
         print("\n4. Terminal bytes at 80x24 (two-tokens scenario, median)")

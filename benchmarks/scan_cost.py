@@ -111,7 +111,7 @@ def count_ctap() -> Iterator[list[str]]:
     """Record every CTAP call python-fido2 devices make (CBOR messages), over USB HID, PC/SC or the lab device.
 
     Counting at the device's `call` includes the getInfo probe that fido2's
-    `CtapPcscDevice` sends when it opens, which `Ctap2` never sees.
+    `CtapPcscDevice` sends when it opens, which bypasses `Ctap2`.
     """
     import threading
 
@@ -164,8 +164,8 @@ def minimum_commands(token, exchanges, allow_unverified: bool) -> tuple[list[str
     profile = token.profile.value if hasattr(token.profile, "value") else str(token.profile)
     minimum = ["GET DATA CPLC"]
 
-    # The CPLC fallback (SELECT card manager, GET DATA CPLC again) is needed on
-    # a card whose selected applet does not return the CPLC; at most 4 APDUs.
+    # A card whose selected applet does not return the CPLC needs the fallback
+    # (SELECT card manager, GET DATA CPLC again), at most 4 APDUs.
     first_cplc = next((exchange for exchange in exchanges if exchange.command.name == "GET DATA CPLC"), None)
     if first_cplc is not None and (first_cplc.response is None or first_cplc.response.sw != 0x9000):
         fallback = [name for name in names if name == "SELECT card manager"]
