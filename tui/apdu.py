@@ -18,6 +18,25 @@ from dataclasses import dataclass, field
 SENSITIVE_INS = frozenset({0x20, 0x24, 0x2C, 0x82, 0xD8, 0xFE, 0xFF})
 
 
+class RedactedBytes(bytes):
+    """The encoded bytes of a secret-carrying command APDU, whose `repr` shows only the length.
+
+    Crash reports (Textual's, and rich tracebacks with `show_locals`) print
+    every frame's local variables with `repr`, and a transport holds the
+    whole APDU in one. The value itself is unchanged, and slices stay
+    redacted, because rich prints a long bytes value as a slice.
+    """
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes redacted>"
+
+    __str__ = __repr__
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        return RedactedBytes(item) if isinstance(index, slice) else item
+
+
 @dataclass(frozen=True)
 class CommandApdu:
     """One command APDU (ISO 7816-4, short length encoding).
@@ -48,14 +67,14 @@ class CommandApdu:
             object.__setattr__(self, "sensitive", True)
 
     def to_bytes(self) -> bytes:
-        """Encode the APDU for transmission (case 1 to 4, short lengths)."""
+        """Encode the APDU for transmission (case 1 to 4, short lengths); `RedactedBytes` when sensitive."""
         out = bytearray((self.cla, self.ins, self.p1, self.p2))
         if self.data:
             out.append(len(self.data))
             out += self.data
         if self.le is not None:
             out.append(self.le & 0xFF)
-        return bytes(out)
+        return RedactedBytes(out) if self.sensitive else bytes(out)
 
     @property
     def header(self) -> str:

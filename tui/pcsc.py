@@ -19,6 +19,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
+from tui.apdu import RedactedBytes
 from tui.errors import CardRemovedError, PcscError
 from tui.model import PcscProblem
 
@@ -169,6 +170,13 @@ class PcscBackend:
         return PcscTransport(self, reader)
 
 
+class _RedactedList(list):
+    """The byte list of a secret-carrying APDU as pyscard takes it, with a `repr` that shows only the length."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes redacted>"
+
+
 class PcscTransport:
     """APDU transport to the card in one reader: shared mode, T=0 or T=1, card left powered."""
 
@@ -222,7 +230,10 @@ class PcscTransport:
         card = self._require_card()
         pci = scard.SCARD_PCI_T1 if self._protocol == scard.SCARD_PROTOCOL_T1 else scard.SCARD_PCI_T0
         operation = f"send an APDU to the card in {self.reader}"
-        hresult, response = self.backend.call(operation, "SCardTransmit", card, pci, list(apdu))
+        # pyscard takes a list of ints; a secret-carrying APDU stays redacted in crash reports.
+        payload = _RedactedList(apdu) if isinstance(apdu, RedactedBytes) else list(apdu)
+        del apdu
+        hresult, response = self.backend.call(operation, "SCardTransmit", card, pci, payload)
         if hresult != SCARD_S_SUCCESS and problem_for_code(hresult) is PcscProblem.CARD_RESET:
             self._reconnect()
         self.backend.check(hresult, operation)
