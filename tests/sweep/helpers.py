@@ -289,3 +289,108 @@ class FaultyTransport:
     def disconnect(self) -> None:
         """Disconnect the inner transport."""
         self.inner.disconnect()
+
+
+# --- crash reports ----------------------------------------------------------------------
+
+
+def crash_reports(exc: BaseException, *, skip_frames: int = 1) -> dict[str, str]:
+    """Render `exc` as the crash reports that print local variables, and return their text by name.
+
+    The first `skip_frames` frames (the test that caught the exception, whose
+    locals hold the canary table) are left out. "textual" uses the settings of Textual 8's `App._fatal_error` (the report
+    printed when an action raises), "rich" the defaults of
+    `rich.traceback.install(show_locals=True)`.
+    """
+    import io
+
+    import rich
+    from rich.console import Console
+    from rich.traceback import Traceback
+
+    traceback = exc.__traceback__
+    for _ in range(skip_frames):
+        if traceback is not None and traceback.tb_next is not None:
+            traceback = traceback.tb_next
+    reports = {}
+    settings = {
+        "textual": {"show_locals": True, "width": None, "locals_max_length": 5, "suppress": [rich]},
+        "rich": {"show_locals": True},
+    }
+    for name, options in settings.items():
+        console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
+        console.print(Traceback.from_exception(type(exc), exc, traceback, **options))
+        reports[name] = console.export_text()
+    return reports
+
+
+# --- a pyscard stand-in over a lab backend ------------------------------------------------
+
+
+class LabScard:
+    """The functions and constants of pyscard's `smartcard.scard` over a lab backend, for `PcscBackend`.
+
+    `explode_at` makes SCardTransmit number N (0-based) raise `explosion()`,
+    an exception pyscard does not document, such as a driver's SystemError.
+    """
+
+    SCARD_S_SUCCESS = 0
+    SCARD_SCOPE_USER = 0
+    SCARD_SHARE_SHARED = 2
+    SCARD_PROTOCOL_T0 = 1
+    SCARD_PROTOCOL_T1 = 2
+    SCARD_PCI_T0 = 1
+    SCARD_PCI_T1 = 2
+    SCARD_LEAVE_CARD = 0
+
+    def __init__(self, lab, explode_at: int | None = None, explosion=lambda: SystemError("driver fault")) -> None:
+        self.lab = lab
+        self.explode_at = explode_at
+        self.explosion = explosion
+        self.sent = 0
+        self.handles: dict[int, object] = {}
+
+    def SCardEstablishContext(self, scope):
+        return 0, 1
+
+    def SCardIsValidContext(self, context):
+        return 0
+
+    def SCardReleaseContext(self, context):
+        return 0
+
+    def SCardListReaders(self, context, groups):
+        return 0, self.lab.list_readers()
+
+    def SCardConnect(self, context, reader, share, protocols):
+        transport = self.lab.open(reader)
+        transport.connect()
+        handle = len(self.handles) + 1
+        self.handles[handle] = transport
+        return 0, handle, self.SCARD_PROTOCOL_T1
+
+    def SCardStatus(self, card):
+        transport = self.handles[card]
+        return 0, transport.reader, 0, self.SCARD_PROTOCOL_T1, list(self.lab.key(transport.reader).card.atr)
+
+    def SCardTransmit(self, card, pci, apdu):
+        index = self.sent
+        self.sent += 1
+        if index == self.explode_at:
+            raise self.explosion()
+        return 0, list(self.handles[card].transmit_raw(bytes(apdu)))
+
+    def SCardReconnect(self, card, share, protocols, disposition):
+        return 0, self.SCARD_PROTOCOL_T1
+
+    def SCardBeginTransaction(self, card):
+        self.handles[card].begin_transaction()
+        return 0
+
+    def SCardEndTransaction(self, card, disposition):
+        self.handles[card].end_transaction()
+        return 0
+
+    def SCardDisconnect(self, card, disposition):
+        self.handles.pop(card).disconnect()
+        return 0
