@@ -45,12 +45,12 @@ class ConfirmModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-dialog"):
-            yield Static(self.body, classes="modal-body")
+            yield Static(self.body, classes="modal-body", markup=False)
             if self.typed_confirmation is not None:
-                yield Static(f"Type {self.typed_confirmation!r} to enable {self.confirm_label}:", classes="modal-prompt")
+                yield Static(f"Type {self.typed_confirmation!r} to enable {self.confirm_label}:", classes="modal-prompt", markup=False)
                 yield Input(id="typed-confirmation", classes="modal-input")
-            yield Static("", id="modal-error", classes="modal-error")
-            yield Static(self._keys_text(), classes="modal-keys")
+            yield Static("", id="modal-error", classes="modal-error", markup=False)
+            yield Static(self._keys_text(), classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = self.title_text
@@ -94,8 +94,8 @@ class ErrorModal(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-dialog modal-error-dialog"):
-            yield Static(f"ERROR: {self.message}", classes="modal-body")
-            yield Static("[o] OK", classes="modal-keys")
+            yield Static(f"ERROR: {self.message}", classes="modal-body", markup=False)
+            yield Static("[o] OK", classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = self.title_text
@@ -136,14 +136,14 @@ class SecretPromptModal(ModalScreen[Secret | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-dialog"):
-            yield Static(self.body, classes="modal-body")
+            yield Static(self.body, classes="modal-body", markup=False)
             yield Input(password=True, restrict=self.restrict, max_length=self.max_length, id="secret-input",
                         classes="modal-input", placeholder=f"{self.kind} (hidden)")
-            yield Static("0 characters typed", id="secret-length", classes="modal-prompt")
-            yield Static("", id="modal-error", classes="modal-error")
+            yield Static("0 characters typed", id="secret-length", classes="modal-prompt", markup=False)
+            yield Static("", id="modal-error", classes="modal-error", markup=False)
             with Horizontal(classes="modal-keys-row"):
                 yield Static(f"Enter: check    then [{self.confirm_key}] {self.confirm_label}    [n] Cancel (Escape)",
-                             classes="modal-keys")
+                             classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = self.title_text
@@ -204,9 +204,9 @@ class ShowOnceModal(ModalScreen[None]):
         value = self._secret.reveal()
         shown = value if isinstance(value, str) else value.hex().upper()
         with Vertical(classes="modal-dialog"):
-            yield Static(f"{self.label}: {_group(shown)}", classes="modal-secret")
-            yield Static(self.note, classes="modal-body")
-            yield Static("This value is not shown again. [d] Done", classes="modal-keys")
+            yield Static(f"{self.label}: {_group(shown)}", classes="modal-secret", markup=False)
+            yield Static(self.note, classes="modal-body", markup=False)
+            yield Static("This value is not shown again. [d] Done", classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = self.title_text
