@@ -15,6 +15,7 @@ keys, so they are neither shown in the footer nor run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -60,18 +61,17 @@ WRITE_ACTION_SPECS: tuple[ActionSpec, ...] = (
                "Step 10: open the reprovision wizard; it lists what is lost and sends nothing until you confirm.",
                show=False),
 )
-READ_ONLY_NOTE = ActionSpec("read-only-note", "read_only_note", "", "Read-only mode",
-                            "read-only mode: verify, unblock, admin unlock and reprovision are hidden by the site settings.",
-                            show=False)
+READ_ONLY_TRIAGE_ACTION = dataclasses.replace(
+    TRIAGE_ACTION, help=TRIAGE_ACTION.help + " Read-only mode: verify, unblock, admin unlock and reprovision are hidden.")
 
 # Actions that spend a try or change a token; hidden in read-only mode.
 WRITE_ACTIONS = frozenset(spec.action for spec in WRITE_ACTION_SPECS)
 
 
 def recovery_actions(read_only: bool) -> tuple[ActionSpec, ...]:
-    """Return this feature's actions: every one, or in read-only mode triage and the read-only note."""
+    """Return this feature's actions: every one, or in read-only mode triage only, its help naming the mode."""
     if read_only:
-        return (TRIAGE_ACTION, READ_ONLY_NOTE)
+        return (READ_ONLY_TRIAGE_ACTION,)
     return (TRIAGE_ACTION, *WRITE_ACTION_SPECS)
 
 
@@ -169,10 +169,6 @@ class RecoveryFeature:
         self.activity.add(f"Triage saved: {summary}{ticket}")
         self._refresh_panels()
 
-    def action_read_only_note(self) -> None:
-        """Explain the read-only mode."""
-        self.notify("Read-only mode: the site settings hide every action that changes a token.")
-
     # --- shared plumbing -----------------------------------------------------
 
     def _start_recovery(self, name: str, flow) -> None:
@@ -255,9 +251,7 @@ class RecoveryFeature:
         self.activity.add(f"{title}: {message}")
         await self.push_screen_wait(ErrorModal(title, message))
 
-    async def _pin_input(self, token: TokenScan, title: str, body: str, validate) -> Secret | None:
-        policy = token.smartcard.pin_policy
-        numeric = policy is None or policy.numeric_only
+    async def _pin_input(self, token: TokenScan, title: str, body: str, validate, *, numeric: bool) -> Secret | None:
         return await self.push_screen_wait(SecretPromptModal(
             title, body, kind="PIV PIN", restrict=DIGITS_ONLY if numeric else PRINTABLE_ASCII,
             max_length=PIN_MAX_LENGTH, validate=validate, confirm_key="s", confirm_label="Use"))
@@ -281,7 +275,7 @@ class RecoveryFeature:
         self._start_recovery("verify", self._verify_flow())
 
     async def _verify_flow(self) -> None:
-        from tui.recovery.verify import validate_claimed_pin, verify_permission, verify_pin
+        from tui.recovery.verify import claimed_pin_policy, validate_claimed_pin, verify_permission, verify_pin
 
         token, refusal = self._target_token("the verify")
         if token is None:
@@ -291,9 +285,9 @@ class RecoveryFeature:
         permission = verify_permission(token, self.session)
         override = False
         if not permission.allowed:
-            if not permission.needs_override:
-                await self._stop("Verify refused", permission.reason)
-                return
+            await self._stop("Verify refused", permission.reason)
+            return
+        if permission.needs_override:
             reason = await self.push_screen_wait(OverrideModal(
                 "Step 4: override needed",
                 f"{permission.reason}\n\nAnother verify spends a try the user may need. Override only when the "
@@ -307,8 +301,9 @@ class RecoveryFeature:
             override = True
 
         body = verify_cost_text(token, permission.tries_left)
+        numeric = claimed_pin_policy(token, self.settings).numeric_only
         pin = await self._pin_input(token, "Step 4: verify the PIN once", body,
-                                    lambda secret: validate_claimed_pin(secret, token, self.settings))
+                                    lambda secret: validate_claimed_pin(secret, token, self.settings), numeric=numeric)
         if pin is None:
             self.activity.add("Verify cancelled; nothing sent")
             return
@@ -427,9 +422,11 @@ class RecoveryFeature:
         """Return a typed new PIN, None to let the action generate one, or False when cancelled."""
         if generate:
             return None
+        from tui.recovery.generate import new_pin_policy
+
         typed = await self._pin_input(token, "Type the new PIN",
                                       "Type the new PIN the user will receive. It is escrowed before it is set.",
-                                      self._new_pin_validator(token))
+                                      self._new_pin_validator(token), numeric=new_pin_policy(token, self.settings).numeric_only)
         if typed is None:
             self.activity.add("Cancelled at the new PIN; nothing sent")
             return False

@@ -44,7 +44,7 @@ _SHORT_TRYING_LABELS = {
     "vpn-otp": "VPN with hardware OTP",
     "vpn-cert": "VPN with cert-based auth",
     "tap": "Tap action / single touch code",
-    "other-system": "Card login fine, VPN/other fails",
+    "other-system": "Card login ok, VPN/other fails",
     CANT_SAY: "Can't say",
 }
 TRYING_CHOICES: tuple[Choice, ...] = tuple(Choice(key, _SHORT_TRYING_LABELS.get(key, label))
@@ -162,7 +162,7 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
                 yield Input(initial.ticket, id="triage-ticket", compact=True, max_length=TICKET_MAX_LENGTH,
                             restrict=r"[ -~]*", placeholder="ticket number, e.g. INC-4711")
             yield Static("", id="modal-error", classes="modal-error", markup=False)
-            yield Static("Arrows move, Enter/Space choose, Tab next field    [s] Save    [n] Cancel",
+            yield Static("Arrows move, Enter/Space choose, Tab next field   [s] Save   [n] Cancel",
                          classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:

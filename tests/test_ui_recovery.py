@@ -1,0 +1,302 @@
+"""Recovery lanes of the main screen on the lab key: verify, PUK reset, admin unlock, reprovision.
+
+Each test runs the real read-only scan and the real recovery functions
+against an in-process lab key, with an in-memory escrow store, and reads
+the lab card's APDU recording to prove which PIN, PUK or key was sent.
+Secrets typed here are lab values; the snapshots use fixed demo values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from textual import events
+from textual.widgets import Input
+
+from conftest import fixed_clock
+from tui.escrow.context import EscrowContext
+from tui.escrow.flow import EscrowFlow
+from tui.escrow.memory import MemoryStore
+from tui.escrow.records import RecordState, SecretKind
+from tui.lab.backend import LabBackend
+from tui.secret import Secret
+from tui.settings import SiteSettings
+from tui.ui.app import KeytriageApp
+from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
+from tui.ui.recovery_screens import OverrideModal, ReprovisionWizard, ResultModal, SourceModal
+from tui.ui.triage import TriageScreen
+
+VERIFY = 0x20
+RESET_RETRY_COUNTER = 0x2C
+
+
+class Lab:
+    """One lab scenario served to the app, with the card's APDU recording and an escrow store."""
+
+    def __init__(self, scenario: str, *, settings: SiteSettings | None = None, mutate=None, scan=None) -> None:
+        self.backend = LabBackend(scenario)
+        if mutate is not None:
+            mutate(self.backend)
+        self.reader = self.backend.list_readers()[0]
+        self.key = self.backend.key(self.reader)
+        self.recording = self.key.card.start_recording() if self.key.card is not None else []
+        self.store = MemoryStore()
+        kwargs = {"scan": scan} if scan is not None else {}
+        self.app = KeytriageApp(lambda: self.backend, settings or SiteSettings(), lab_scenario=scenario,
+                                clock=fixed_clock, **kwargs)
+
+    def use_escrow(self) -> None:
+        """Replace the session's escrow with this test's store, seeded with the key's values on file."""
+        token_id = self.app.selected_token_id
+        kinds = {"piv-puk": (SecretKind.PIV_PUK, "ascii-ff-padded"), "admin-key": (SecretKind.ADMIN_KEY, "hex")}
+        for name, value in self.key.escrow.items():
+            kind, encoding = kinds[name]
+            if encoding == "hex":
+                value = Secret(bytes.fromhex(value.reveal_text()), kind.label)
+            self.store.seed(token_id, kind, value, encoding=encoding)
+        flow = EscrowFlow(self.store, user="technician", audit=self.app.session.audit)
+        self.app.session.escrow = EscrowContext(flow, label="test store", store=self.store)
+
+    def commands(self, ins: int, *, with_data: bool = True) -> list[bytes]:
+        """Return the recorded commands with instruction `ins` (by default only those carrying data)."""
+        return [command for command, _ in self.recording if command[1] == ins and (len(command) > 5 or not with_data)]
+
+
+async def settle(pilot) -> None:
+    """Wait for the workers, the messages they posted and the screens they pushed."""
+    app = pilot.app
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def wait_for_screen(pilot, kind, attempts: int = 50):
+    """Wait until a screen of class `kind` is on top and return it."""
+    for _ in range(attempts):
+        if isinstance(pilot.app.screen, kind):
+            await pilot.pause()  # let the screen mount and focus its first field
+            return pilot.app.screen
+        await pilot.pause(0.05)
+    raise AssertionError(f"{kind.__name__} never opened; top screen is {type(pilot.app.screen).__name__}")
+
+
+def text(screen, selector: str = ".modal-body") -> str:
+    return "\n".join(str(widget.render()) for widget in screen.query(selector))
+
+
+def verdict(app) -> str:
+    return str(app.main_screen.query_one("#verdict").render())
+
+
+def runbook(app) -> str:
+    return str(app.main_screen.query_one("#runbook-steps").render())
+
+
+async def triage(pilot, downs: int, ticket: str = "INC-7") -> None:
+    """Answer Step 0: the `downs`-th "trying" answer and a ticket number."""
+    await pilot.press("i")
+    await wait_for_screen(pilot, TriageScreen)
+    await pilot.press(*(["down"] * downs), "enter", "tab", "tab", "tab", *ticket, "enter", "s")
+    await pilot.pause()
+
+
+async def type_secret(pilot, value: str) -> None:
+    """Type `value` into the open secret prompt, check it with Enter and send it with s."""
+    await wait_for_screen(pilot, SecretPromptModal)
+    await pilot.press(*value, "enter", "s")
+
+
+# --- Step 4 ------------------------------------------------------------------------------
+
+
+async def test_wrong_pin_one_verify_then_override():
+    lab = Lab("wrong-pin")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await triage(pilot, 0)
+        assert "Step 4" in verdict(app)
+
+        await pilot.press("v")
+        prompt = await wait_for_screen(pilot, SecretPromptModal)
+        assert "tries left: 3 (source" in text(prompt)
+        assert "2 left after it" in text(prompt)
+        await type_secret(pilot, "11223344")
+        result = await wait_for_screen(pilot, ResultModal)
+        shown = str(result.query_one("#result-text").render())
+        assert "wrong PIN, 2 tries left" in shown
+        assert "consecutive failures" in shown
+        await pilot.press("o")
+        await settle(pilot)
+
+        assert len(lab.commands(VERIFY)) == 1
+        assert lab.commands(VERIFY)[0][5:] == b"11223344"
+        assert "Smart-card PIN 2/? ok" in str(app.main_screen.query_one("#counters-text").render())
+        assert "Wrong PIN, 2 tries left" in runbook(app)
+        assert [event.kind for event in app.session.events].count("verify") == 1
+
+        # A second verify needs the typed override and a reason.
+        await pilot.press("v")
+        await wait_for_screen(pilot, OverrideModal)
+        await pilot.press(*"OVERRID", "enter", *"user found the PIN letter", "enter", "s")
+        assert "Type OVERRIDE" in str(app.screen.query_one("#modal-error").render())
+        app.screen.query_one("#override-word", Input).value = "OVERRIDE"
+        await pilot.press("s")
+        await type_secret(pilot, "24681357")
+        result = await wait_for_screen(pilot, ResultModal)
+        assert "9000" in str(result.query_one("#result-text").render())
+        await pilot.press("o")
+        await settle(pilot)
+
+        sent = [command[5:] for command in lab.commands(VERIFY)]
+        assert sent == [b"11223344", b"24681357"]
+        overrides = [record for record in app.session.audit.records() if record.operation == "verify-override"]
+        assert overrides[-1].details["reason"] == "user found the PIN letter"
+
+
+async def test_override_cancel_sends_nothing():
+    lab = Lab("wrong-pin")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("v")
+        await type_secret(pilot, "11223344")
+        await wait_for_screen(pilot, ResultModal)
+        await pilot.press("o")
+        await settle(pilot)
+
+        await pilot.press("v")
+        await wait_for_screen(pilot, OverrideModal)
+        await pilot.press("escape")
+        await settle(pilot)
+
+        assert len(lab.commands(VERIFY)) == 1
+
+
+async def test_pin_paste_escape_sequence_rejected():
+    lab = Lab("wrong-pin")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("v")
+        prompt = await wait_for_screen(pilot, SecretPromptModal)
+        field = prompt.query_one("#secret-input", Input)
+        field.post_message(events.Paste("\x1b[<35;10;5M123456"))
+        await pilot.pause()
+        assert field.value == ""
+
+        await pilot.press("enter")
+        assert "No PIN was entered" in str(prompt.query_one("#modal-error").render())
+        assert isinstance(app.screen, SecretPromptModal)
+        await pilot.press("escape")
+        await settle(pilot)
+
+        assert lab.commands(VERIFY) == []
+        assert not [record for record in app.session.audit.records() if record.operation == "verify-pin"]
+
+
+async def test_pin_too_short_not_sent():
+    lab = Lab("wrong-pin")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("v")
+        prompt = await wait_for_screen(pilot, SecretPromptModal)
+        await pilot.press(*"123", "enter")
+
+        assert "Not sent" in str(prompt.query_one("#modal-error").render())
+        assert isinstance(app.screen, SecretPromptModal)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert lab.commands(VERIFY) == []
+
+
+async def test_no_pin_verdict_6a88():
+    lab = Lab("no-pin")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await triage(pilot, 0)
+
+        assert "Smart-card PIN NOT SET" in runbook(app)
+        assert "No smart-card PIN is set" in verdict(app) or "no PIN" in verdict(app).lower()
+
+        await pilot.press("v")
+        error = await wait_for_screen(pilot, ErrorModal)
+        assert "No PIN is defined" in text(error)
+        await pilot.press("o")
+        assert lab.commands(VERIFY) == []
+
+
+def expire_login_certificate(backend: LabBackend) -> None:
+    """Replace the 9A certificate of the lab key with one that expired 30 days ago."""
+    from tui.lab.piv import self_signed_certificate
+
+    key = backend.key(backend.list_readers()[0])
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    key.piv.put_certificate(0x9A, self_signed_certificate("Lab expired", now - dt.timedelta(days=400), now - dt.timedelta(days=30)))
+
+
+async def test_cert_expired_not_a_lockout():
+    lab = Lab("healthy", mutate=expire_login_certificate)
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await triage(pilot, 0)
+
+        assert app.runbook is not None
+        assert app.runbook.not_lockout is not None
+        assert "expired" in verdict(app).lower()
+        assert lab.commands(VERIFY) == []
+
+
+# --- read-only mode ------------------------------------------------------------------------
+
+
+async def test_read_only_hides_write_lanes():
+    from tui.ui.actions import all_actions
+    from tui.ui.commands import ActionsProvider
+    from tui.ui.screens import HelpScreen
+
+    lab = Lab("pin-locked-puk", settings=SiteSettings(read_only=True))
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+
+        footer_actions = {binding.action for _, binding, enabled, _ in app.active_bindings.values() if enabled}
+        assert "triage" in footer_actions
+        for action in ("verify", "unblock_puk", "admin_unlock", "reprovision"):
+            assert action not in footer_actions
+            assert app.check_action(action, ()) is False
+        assert {spec.action for spec in all_actions()}.isdisjoint({"verify", "unblock_puk", "admin_unlock", "reprovision"})
+
+        names = [str(hit.display) async for hit in ActionsProvider(app.screen).discover()]
+        assert not any(name.startswith(("Verify", "Unblock", "Admin unlock", "Full reprovision")) for name in names)
+        assert "read-only mode" in str(app.main_screen.query_one("#read-only-banner").render())
+
+        await pilot.press("u", "v", "a", "w")
+        await settle(pilot)
+        assert not isinstance(app.screen, (SecretPromptModal, SourceModal, ReprovisionWizard))
+        assert lab.commands(RESET_RETRY_COUNTER) == []
+        assert lab.commands(VERIFY) == []
+
+        await pilot.press("question_mark")
+        help_text = str(app.screen.query_one("#help-text").render())
+        assert isinstance(app.screen, HelpScreen)
+        assert "Read-only mode" in help_text
+        assert "one deliberate smart-card PIN verify" not in help_text
+
+
+async def test_write_lanes_listed_when_writable():
+    from tui.ui.commands import ActionsProvider
+
+    lab = Lab("healthy")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        names = [str(hit.display) async for hit in ActionsProvider(app.screen).discover()]
+
+        assert any(name.startswith("Full reprovision (destructive)") for name in names)
+        assert any(name.startswith("Verify") for name in names)
+        assert app.check_action("verify", ()) is True
