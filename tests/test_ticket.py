@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import stat
 from types import SimpleNamespace
 
@@ -119,8 +120,7 @@ def test_told_pin_resolution(tmp_path):
     text = ticket_text(session, make_scan(token), token, now=NOW)
 
     assert "Resolved by:  no action: told the user the PIN" in text
-    assert "  - 20:" in text
-    assert "Told the user the documented default PIN" in text
+    assert re.search(r"^  - \d\d:\d\d Told the user the documented default PIN$", text, re.MULTILINE)
 
 
 def test_fido_reset_asks_reregistration(tmp_path):
@@ -163,8 +163,8 @@ def test_failed_attempt_does_not_resolve(tmp_path):
 
     assert section.resolution == "not resolved in this session"
     assert section.user_actions == []
-    assert section.steps == ["20:" + section.steps[0][3:]]
-    assert section.steps[0].endswith("Step 6: wrong PUK (63C2), stopped")
+    assert len(section.steps) == 1
+    assert re.fullmatch(r"\d\d:\d\d Step 6: wrong PUK \(63C2\), stopped", section.steps[0])
 
 
 def test_finding_events_survive_rescan(tmp_path):
