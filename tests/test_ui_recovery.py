@@ -24,7 +24,7 @@ from tui.secret import Secret
 from tui.settings import SiteSettings
 from tui.ui.app import KeytriageApp
 from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
-from tui.ui.recovery_screens import OverrideModal, ReprovisionWizard, ResultModal, SourceModal
+from tui.ui.recovery_screens import NotConfirmedModal, OverrideModal, ReprovisionWizard, ResultModal, SourceModal
 from tui.ui.triage import TriageScreen
 
 VERIFY = 0x20
@@ -300,3 +300,281 @@ async def test_write_lanes_listed_when_writable():
         assert any(name.startswith("Full reprovision (destructive)") for name in names)
         assert any(name.startswith("Verify") for name in names)
         assert app.check_action("verify", ()) is True
+
+
+# --- Step 6 -------------------------------------------------------------------------------
+
+
+def piv_block(text: str) -> bytes:
+    return text.encode() + b"\xff" * (8 - len(text))
+
+
+async def test_pin_locked_puk_reset_shows_pin_once():
+    seen_before_scan: list[str | None] = []
+
+    def watching_scan(backend, settings, *, observer=None):
+        from tui.scan import scan_all
+
+        # What escrow holds for the PIV PIN when each scan starts.
+        token_id = lab.app.selected_token_id
+        on_file = lab.store.read_metadata(token_id, SecretKind.PIV_PIN) if token_id else None
+        seen_before_scan.append(None if on_file is None else lab.store.read_version(token_id, SecretKind.PIV_PIN)[0].state.value)
+        return scan_all(backend, settings, observer=observer)
+
+    lab = Lab("pin-locked-puk", scan=watching_scan)
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await triage(pilot, 0, ticket="INC-42")
+        assert "Step 6" in verdict(app)
+        assert "[u]" in runbook(app) or "Reset the PIN with the PUK" in runbook(app)
+
+        await pilot.press("u")
+        source = await wait_for_screen(pilot, SourceModal)
+        assert "PUK tries: 10/10" in text(source) or "PUK tries:" in text(source)
+        await pilot.press("s")
+        confirm = await wait_for_screen(pilot, ConfirmModal)
+        body = text(confirm)
+        assert "RESET RETRY COUNTER" in body
+        assert "escrow record" in body
+        assert "wrong PUK spends one PUK try" in body
+        assert "73910264" not in body
+        await pilot.press("s")
+
+        shown = await wait_for_screen(pilot, ShowOnceModal)
+        new_pin = shown._secret.reveal_text()
+        assert len(new_pin) == 8
+        note = text(shown)
+        assert "The user must change this PIN" in note
+        assert "piv-pin" in note
+        assert "version 2" in note
+        assert new_pin not in note
+        await pilot.press("d")
+        await settle(pilot)
+
+        # Exactly one RESET RETRY COUNTER, with the PUK on file and the PIN shown.
+        assert lab.commands(RESET_RETRY_COUNTER) == [bytes.fromhex("002C008010") + piv_block("73910264") + piv_block(new_pin)]
+        assert lab.commands(VERIFY) == []
+
+        record, value, _ = lab.store.read_version(app.selected_token_id, SecretKind.PIV_PIN)
+        assert record.state is RecordState.APPLIED
+        assert value.reveal_text() == new_pin
+        assert record.ticket == "INC-42"
+        # The rescan after the reset started with the new PIN already applied in escrow.
+        assert seen_before_scan[-1] == "applied"
+        assert "Smart-card PIN 8/" in str(app.main_screen.query_one("#counters-text").render())
+        assert app.findings_for(app.selected_token()).puk_reset == "reset"
+        assert any(event.kind == "puk-reset" for event in app.session.events)
+
+
+async def test_wrong_typed_puk_stops_without_retry():
+    lab = Lab("pin-locked-puk")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await pilot.press("u")
+        await wait_for_screen(pilot, SourceModal)
+        await pilot.press("down", "enter", "s")  # "type the PUK"; Down skips the unavailable manifest
+        await type_secret(pilot, "11112222")
+        await wait_for_screen(pilot, ConfirmModal)
+        await pilot.press("s")
+
+        error = await wait_for_screen(pilot, ErrorModal)
+        assert "PUK tries left: 9" in text(error)
+        assert "not retried" in text(error)
+        await pilot.press("o")
+        await settle(pilot)
+        assert len(lab.commands(RESET_RETRY_COUNTER)) == 1
+
+        # The runbook stops there: a second PUK reset is refused before anything is sent.
+        await pilot.press("u")
+        await wait_for_screen(pilot, SourceModal)
+        await pilot.press("down", "enter", "s")
+        await type_secret(pilot, "73910264")
+        await wait_for_screen(pilot, ConfirmModal)
+        await pilot.press("s")
+        await wait_for_screen(pilot, ErrorModal)
+        await pilot.press("o")
+        await settle(pilot)
+        assert len(lab.commands(RESET_RETRY_COUNTER)) == 1
+
+
+async def test_puk_reset_refused_without_escrow():
+    lab = Lab("pin-locked-puk")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.session.escrow = None
+        await pilot.press("u")
+        error = await wait_for_screen(pilot, ErrorModal)
+
+        assert "Escrow unavailable" in text(error)
+        assert "no secret can be set" in text(error)
+        await pilot.press("o")
+        await settle(pilot)
+        assert lab.commands(RESET_RETRY_COUNTER) == []
+
+
+async def test_not_confirmed_escrow_keeps_pin_and_retries():
+    from tui.escrow.errors import VaultServerError
+
+    lab = Lab("pin-locked-puk")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        original_write = lab.store.write
+        calls = []
+
+        def failing_outcome_write(*args, **kwargs):
+            calls.append(args[1])
+            if len(calls) == 2:  # the pending write passes, the outcome write fails
+                raise VaultServerError("Vault returned 503 (simulated outage)")
+            return original_write(*args, **kwargs)
+
+        lab.store.write = failing_outcome_write
+        await pilot.press("u")
+        await wait_for_screen(pilot, SourceModal)
+        await pilot.press("s")
+        await wait_for_screen(pilot, ConfirmModal)
+        await pilot.press("s")
+
+        kept = await wait_for_screen(pilot, NotConfirmedModal)
+        new_pin = kept._secret.reveal_text()
+        assert new_pin in str(kept.query_one(".modal-secret").render())
+        assert "NOT CONFIRMED" in text(kept)
+        await pilot.press("r")
+        await settle(pilot)
+
+        record, value, _ = lab.store.read_version(app.selected_token_id, SecretKind.PIV_PIN)
+        assert record.state is RecordState.APPLIED
+        assert value.reveal_text() == new_pin
+        assert any("escrow record written" in line for line in app.activity.entries)
+
+
+# --- admin-key unlock -------------------------------------------------------------------------
+
+
+def admin_key_on_file(backend: LabBackend) -> None:
+    """Block the Crescendo PIN and put the token's admin key on file."""
+    from tui.lab.scenarios import LAB_ADMIN_KEY
+
+    key = backend.key(backend.list_readers()[0])
+    key.store.pin.tries_left = 0
+    key.escrow["admin-key"] = Secret(LAB_ADMIN_KEY.hex().upper(), "admin key")
+
+
+async def test_admin_key_on_file_unlock():
+    lab = Lab("healthy", mutate=admin_key_on_file)
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await triage(pilot, 0)
+        assert "BLOCKED" in str(app.main_screen.query_one("#counters-text").render())
+
+        await pilot.press("a")
+        source = await wait_for_screen(pilot, SourceModal)
+        assert "on file (v1)" in str(source.query_one("#source-set").query("RadioButton").first().label)
+        await pilot.press("s")
+        confirm = await wait_for_screen(pilot, ConfirmModal)
+        assert "EXTERNAL AUTHENTICATE" in text(confirm)
+        assert "UNLOCK PIN" in text(confirm)
+        await pilot.press("s")
+
+        shown = await wait_for_screen(pilot, ShowOnceModal)
+        new_pin = shown._secret.reveal_text()
+        assert "Escrowed to" in text(shown)
+        await pilot.press("d")
+        await settle(pilot)
+
+        assert len(lab.commands(0x82)) == 1  # one EXTERNAL AUTHENTICATE
+        unlocks = [command for command in lab.commands(0x2C) if command[2] == 0x02]
+        assert len(unlocks) == 1
+        assert lab.key.store.pin.matches(new_pin.encode() + b"\xff" * (8 - len(new_pin)))
+        assert "BLOCKED" not in str(app.main_screen.query_one("#counters-text").render())
+
+
+# --- Step 10 ------------------------------------------------------------------------------
+
+
+async def test_pin_locked_no_puk_offers_step_10():
+    lab = Lab("pin-locked-no-puk")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await triage(pilot, 0)
+        assert "Step 6" in verdict(app)
+
+        # Nothing is on file, so the technician types the PUK from the records; the PUK is blocked.
+        await pilot.press("u")
+        source = await wait_for_screen(pilot, SourceModal)
+        assert "unavailable: no PUK on file" in str(source.query_one("#source-set").query("RadioButton").first().label)
+        await pilot.press("s")  # the only available source, "type the PUK", is preselected
+        await type_secret(pilot, "16180339")
+        await wait_for_screen(pilot, ConfirmModal)
+        await pilot.press("s")
+        error = await wait_for_screen(pilot, ErrorModal)
+        await pilot.press("o")
+        await settle(pilot)
+
+        assert len(lab.commands(RESET_RETRY_COUNTER)) == 1
+        assert "Step 10" in verdict(app)
+        sent_before = len(lab.recording)
+
+        # This generic PIV key has no reset command, so the wizard says so instead of opening.
+        await pilot.press("w")
+        error = await wait_for_screen(pilot, ErrorModal)
+        assert "no reset the tool can send" in text(error)
+        await pilot.press("o")
+        await settle(pilot)
+        assert not [command for command, _ in lab.recording[sent_before:] if command[1] in (0x2C, 0xFB, 0x38)]
+
+
+async def test_reprovision_wizard_rejects_wrong_confirmation_then_runs():
+    lab = Lab("healthy", mutate=admin_key_on_file)
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await pilot.press("w")
+        wizard = await wait_for_screen(pilot, ReprovisionWizard)
+        body = str(wizard.query_one("#wizard-body").render())
+        assert "LOST, cannot be undone" in body
+
+        await pilot.press("s")
+        assert "Tick the box" in str(wizard.query_one("#modal-error").render())
+        await pilot.press("space", "tab", *"9999", "enter", "s")
+        assert "does not match" in str(wizard.query_one("#modal-error").render())
+        assert not [command for command, _ in lab.recording if command[1] == 0x38]
+
+        wizard.query_one("#typed-confirmation", Input).value = "0001"
+        await pilot.press("s")
+        shown = await wait_for_screen(pilot, ShowOnceModal)
+        assert "The user must change this PIN" in text(shown)
+        await pilot.press("d")
+        result = await wait_for_screen(pilot, ResultModal)
+        assert "Follow-up actions" in str(result.query_one("#result-text").render())
+        await pilot.press("o")
+        await settle(pilot)
+
+        assert len([command for command, _ in lab.recording if command[1] == 0x38]) == 1
+        event = next(event for event in app.session.events if event.kind == "reprovision")
+        assert event.user_actions
+
+
+async def test_reprovision_refused_with_two_tokens():
+    lab = Lab("two-tokens")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await pilot.press("w")
+        error = await wait_for_screen(pilot, ErrorModal)
+
+        assert "2 tokens are attached" in text(error)
+        assert "HID Global Crescendo Key 00 00" in text(error)
+        assert "HID Global Crescendo Key 01 00" in text(error)

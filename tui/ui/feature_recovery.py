@@ -398,7 +398,7 @@ class RecoveryFeature:
         self.action_rescan()
 
     async def _resolve_puk(self, token: TokenScan, source: str):
-        from tui.recovery.puk_reset import PukChoice, PukSource, puk_from_escrow, puk_from_manifest
+        from tui.recovery.puk_reset import puk_from_escrow, puk_from_manifest, typed_puk
 
         if source == "typed":
             typed = await self.push_screen_wait(SecretPromptModal(
@@ -408,8 +408,7 @@ class RecoveryFeature:
             if typed is None:
                 self.activity.add("PUK reset cancelled; nothing sent")
                 return None
-            encoding = "hex-8-bytes" if len(typed) == 16 else "padded"
-            return PukChoice(PukSource.TYPED, typed, encoding=encoding)
+            return typed_puk(token, self.session, typed)
 
         reader = puk_from_escrow if source == "escrow" else puk_from_manifest
         try:
