@@ -268,7 +268,7 @@ async def test_q_quits(make_app):
 
 
 async def test_palette_lists_every_action(make_app):
-    from tui.ui.actions import MAIN_ACTIONS
+    from tui.ui.actions import all_actions
     from tui.ui.commands import ActionsProvider
 
     scanner = FakeScanner([make_scan(make_token())])
@@ -279,8 +279,8 @@ async def test_palette_lists_every_action(make_app):
         provider = ActionsProvider(app.screen)
         names = [str(hit.display) async for hit in provider.discover()]
 
-        assert len(names) == len(MAIN_ACTIONS)
-        for spec in MAIN_ACTIONS:
+        assert len(names) == len(all_actions())
+        for spec in all_actions():
             assert any(name.startswith(spec.label) for name in names), spec.label
 
 
