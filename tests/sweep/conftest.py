@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from sweep.helpers import STATS, CATEGORIES, category_of
+from sweep.helpers import CATEGORIES, STATS, canarify, category_of
 
 try:
     from integration.conftest import attach, pcscd  # noqa: F401 - fixtures for test_pcscd.py
@@ -63,3 +63,17 @@ def traffic_log(tmp_path):
     yield path
     for handler in logging.getLogger("keytriage").handlers:
         handler.close()
+
+
+@pytest.fixture
+def canary_scenarios(monkeypatch):
+    """Rebuild every registered lab scenario with canary secrets, wherever `LabBackend(name)` is built."""
+    from tui.lab import scenarios
+
+    for name, scenario in list(scenarios.SCENARIOS.items()):
+        def build(original=scenario.builder):
+            keys = original()
+            canarify(keys)
+            return keys
+
+        monkeypatch.setitem(scenarios.SCENARIOS, name, scenarios.Scenario(name, scenario.description, build))

@@ -42,9 +42,9 @@ CATEGORIES = ("hygiene", "canary", "faults", "fuzz", "terminals", "pcscd")
 
 
 def category_of(nodeid: str) -> str:
-    """Return the sweep category of a test node ID, from its module name (test_fuzz.py -> fuzz)."""
+    """Return the sweep category of a test node ID from its module name (test_faults_ui.py -> faults)."""
     module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-    name = module.removeprefix("test_").removesuffix(".py")
+    name = module.removeprefix("test_").removesuffix(".py").split("_")[0]
     return name if name in CATEGORIES else "other"
 
 

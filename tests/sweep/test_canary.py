@@ -27,7 +27,6 @@ from sweep.helpers import (
     CANARY_TDES_ADMIN_KEY,
     STATS,
     Canaries,
-    canarify,
 )
 from tui.errors import KeytriageError
 from tui.secret import Secret
@@ -39,20 +38,6 @@ def scenario_names() -> list[str]:
     from tui.lab.scenarios import SCENARIOS
 
     return sorted(SCENARIOS)
-
-
-@pytest.fixture
-def canary_scenarios(monkeypatch):
-    """Rebuild every registered lab scenario with canary secrets, wherever `LabBackend(name)` is built."""
-    from tui.lab import scenarios
-
-    for name, scenario in list(scenarios.SCENARIOS.items()):
-        def build(original=scenario.builder):
-            keys = original()
-            canarify(keys)
-            return keys
-
-        monkeypatch.setitem(scenarios.SCENARIOS, name, scenarios.Scenario(name, scenario.description, build))
 
 
 class Artefacts:
