@@ -188,7 +188,8 @@ def canarify(keys: Iterable) -> None:
         for table in (key.escrow, key.holder_knows):
             for name, secret in list(table.items()):
                 if name == "admin-key":
-                    table[name] = Secret(CANARY_AES_ADMIN_KEY.hex().upper(), secret.kind)
+                    tdes = store.admin_key is not None and store.admin_key.key_type is AdminKeyType.TDES
+                    table[name] = Secret((CANARY_TDES_ADMIN_KEY if tdes else CANARY_AES_ADMIN_KEY).hex().upper(), secret.kind)
                 elif name in replacements:
                     table[name] = Secret(replacements[name], secret.kind)
 
@@ -394,3 +395,69 @@ class LabScard:
     def SCardDisconnect(self, card, disposition):
         self.handles.pop(card).disconnect()
         return 0
+
+
+# --- recovery actions on a lab session ------------------------------------------------------
+
+
+@dataclass
+class RecoveryRig:
+    """A canary lab scenario wired to a session, with the channel to its first token behind `FaultyBackend`."""
+
+    lab: object  # tui.lab.backend.LabBackend
+    backend: FaultyBackend
+    scan: object  # tui.model.ScanResult
+    token: object  # tui.model.TokenScan
+    channel: object  # tui.transport.Channel
+    session: object  # tui.session.Session
+    store: object  # tui.escrow.memory.MemoryStore
+
+    @property
+    def key(self):
+        """The lab key of the token."""
+        return self.lab.key(self.token.reader)
+
+
+class _SetupView:
+    """The lab backend through a second handle, so setup reads do not count toward faults."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.is_lab = True
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def recovery_rig(name: str, audit_path, fault: Fault = Fault.CARD_REMOVED, at: int | None = None, *,
+                 after: bool = False, settings=None, observers=()) -> RecoveryRig:
+    """Build scenario `name` with canaries, seed its escrow records, scan it and connect to its first token."""
+    from tui.audit import AuditTrail
+    from tui.escrow.context import EscrowContext
+    from tui.escrow.flow import EscrowFlow
+    from tui.escrow.memory import MemoryStore
+    from tui.escrow.records import Encoding, SecretKind
+    from tui.lab.backend import LabBackend
+    from tui.scan import scan_all
+    from tui.session import Session
+    from tui.settings import SiteSettings
+    from tui.transport import Channel
+
+    settings = settings or SiteSettings()
+    lab = LabBackend(name)
+    canarify(lab.keys)
+    scan = scan_all(_SetupView(lab), settings, usb_hid=False)
+    token = scan.tokens[0]
+    kinds = {"piv-puk": (SecretKind.PIV_PUK, Encoding.ASCII_FF_PADDED.value),
+             "admin-key": (SecretKind.ADMIN_KEY, Encoding.HEX.value)}
+    store = MemoryStore()
+    for name_on_file, value in lab.key(token.reader).escrow.items():
+        kind, encoding = kinds[name_on_file]
+        store.seed(token.token_id, kind, value, encoding=encoding)
+    audit = AuditTrail(audit_path, lab=True)
+    session = Session(settings, audit, lab_scenario=name,
+                      escrow=EscrowContext(EscrowFlow(store, user="sweep", audit=audit), label="lab store"))
+    backend = FaultyBackend(lab, fault, at, after=after)
+    transport = backend.open(token.reader)
+    transport.connect()
+    return RecoveryRig(lab, backend, scan, token, Channel(transport, list(observers)), session, store)

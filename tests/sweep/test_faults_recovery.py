@@ -1,0 +1,141 @@
+"""Fault injection over the recovery actions: verify, PUK reset, admin-key unlock and reprovision.
+
+Each action runs on a canary lab scenario with a PC/SC fault of each class
+at every APDU, either before the card sees the command or after it (the
+response is lost). The rules: the action ends in a result or a
+`KeytriageError`; one VERIFY at most reaches the card; every new PIN or PUK
+the card holds is on file in escrow in a state other than "failed"; and a
+result that says the change failed or was refused leaves the card as it was.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep.helpers import (
+    CANARY_ACA_PIN,
+    CANARY_NEW_PIN,
+    CANARY_NEW_PUK,
+    CANARY_PIV_PIN,
+    STATS,
+    Fault,
+    recovery_rig,
+)
+from tui.errors import KeytriageError
+from tui.escrow.records import SecretKind
+from tui.secret import Secret
+
+
+def escrowed_values(rig, kind: SecretKind) -> list[tuple[str, str]]:
+    """Return (state, value) of every kept version of `kind` for the rig's token."""
+    metadata = rig.store.read_metadata(rig.token.token_id, kind)
+    if metadata is None:
+        return []
+    found = []
+    for number in sorted(metadata.versions):
+        record, value, _ = rig.store.read_version(rig.token.token_id, kind, number)
+        found.append((record.state.value, value.reveal_text() if isinstance(value.reveal(), str) else value.reveal().hex()))
+    return found
+
+
+def check_new_value_escrowed(where: str, rig, reference, new_value: str, kind: SecretKind) -> list[str]:
+    """Return a problem when the card holds `new_value` but escrow has no non-failed version of it."""
+    if reference is None or not reference.matches(new_value.encode()):
+        return []
+    versions = escrowed_values(rig, kind)
+    if any(value == new_value and state != "failed" for state, value in versions):
+        return []
+    return [f"{where}: the card holds the new {kind.value} but escrow has {versions or 'nothing'}"]
+
+
+# --- the actions -----------------------------------------------------------------------------
+
+
+def run_verify(rig):
+    from tui.recovery.verify import verify_pin
+
+    pin = CANARY_ACA_PIN if rig.token.profile.value == "hid-crescendo" else CANARY_PIV_PIN
+    return verify_pin(rig.channel, rig.token, Secret(pin, "PIN"), rig.session, override=True)
+
+
+def run_puk_reset(rig):
+    from tui.recovery.puk_reset import puk_from_escrow, reset_pin_with_puk
+
+    return reset_pin_with_puk(rig.channel, rig.token, rig.session, puk_from_escrow(rig.token, rig.session),
+                              new_pin=Secret(CANARY_NEW_PIN, "PIV PIN"))
+
+
+def run_unlock(rig):
+    from tui.recovery.unlock import AdminKeySource, admin_key_from_escrow, unlock_pin
+
+    return unlock_pin(rig.channel, rig.token, rig.session, admin_key_from_escrow(rig.token, rig.session),
+                      key_source=AdminKeySource.ESCROW, new_pin=Secret(CANARY_NEW_PIN + "11", "ACA PIN"))
+
+
+def run_reprovision(rig):
+    from tui.recovery.reprovision import ResetAuth, plan_reprovision, reprovision
+
+    plan = plan_reprovision(rig.token, rig.scan, rig.session.settings)
+    auth = ResetAuth.ADMIN_KEY_ON_FILE if rig.token.profile.value == "hid-crescendo" else None
+    new_pin = CANARY_NEW_PIN + "11" if rig.token.profile.value == "hid-crescendo" else CANARY_NEW_PIN
+    return reprovision(rig.channel, rig.token, rig.scan, rig.session, confirmation=plan.confirmation, user_accepted=True,
+                       auth=auth, new_pin=Secret(new_pin, "PIN"), new_puk=Secret(CANARY_NEW_PUK, "PIV PUK"))
+
+
+# action name -> (runner, scenarios, new values by kind the action may set)
+ACTIONS = {
+    "verify": (run_verify, ("wrong-pin", "healthy", "yubikey-healthy")),
+    "PUK reset": (run_puk_reset, ("pin-locked-puk",)),
+    "admin-key unlock": (run_unlock, ("admin-key-on-file",)),
+    "reprovision": (run_reprovision, ("yubikey-all-blocked", "admin-key-on-file")),
+}
+
+
+def clean_apdu_count(action: str, scenario: str, tmp_path) -> int:
+    rig = recovery_rig(scenario, tmp_path / "clean-audit.jsonl")
+    ACTIONS[action][0](rig)
+    return rig.backend.sent
+
+
+def cases():
+    return [(action, scenario, fault) for action, (_, scenarios) in ACTIONS.items() for scenario in scenarios
+            for fault in Fault]
+
+
+@pytest.mark.parametrize("action,scenario,fault", cases(), ids=[f"{a}-{s}-{f.name}" for a, s, f in cases()])
+def test_recovery_fault_at_every_apdu(action, scenario, fault, tmp_path):
+    run = ACTIONS[action][0]
+    total = clean_apdu_count(action, scenario, tmp_path)
+    assert total > 0, f"{action} on {scenario} sent no APDU without a fault"
+    problems = []
+    tried = 0
+    for after in (False, True):
+        for at in range(total + 1):
+            where = f"{'lost reply' if after else 'not sent'} at APDU {at}"
+            rig = recovery_rig(scenario, tmp_path / f"audit-{after}-{at}.jsonl", fault, at, after=after)
+            store = rig.key.store
+            pin_tries_before = store.pin.tries_left if store.pin is not None else None
+            result = None
+            try:
+                result = run(rig)
+            except KeytriageError:
+                pass
+            except Exception as exc:  # an action ends in a result or a typed error
+                problems.append(f"{where}: raised {type(exc).__name__}: {exc}")
+                continue
+            tried += 1
+
+            store = rig.key.store
+            if action == "verify" and pin_tries_before is not None and store.pin is not None:
+                if store.pin.tries_left < pin_tries_before - 1:
+                    problems.append(f"{where}: verify spent {pin_tries_before - store.pin.tries_left} tries")
+            for new_pin in (CANARY_NEW_PIN, CANARY_NEW_PIN + "11"):
+                problems += check_new_value_escrowed(where, rig, store.pin, new_pin, SecretKind.PIV_PIN)
+            problems += check_new_value_escrowed(where, rig, store.puk, CANARY_NEW_PUK, SecretKind.PIV_PUK)
+
+            outcome = getattr(getattr(result, "outcome", None), "value", None)
+            if outcome in ("refused",) and store.pin is not None and any(
+                    store.pin.matches(value.encode()) for value in (CANARY_NEW_PIN, CANARY_NEW_PIN + "11")):
+                problems.append(f"{where}: outcome refused but the card holds the new PIN")
+    STATS.add("faults", tried)
+    assert not problems, "\n".join(problems[:15])
