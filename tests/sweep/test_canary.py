@@ -4,7 +4,9 @@ Each scenario's keys are rebuilt with canary secrets (`canarify`). The
 headless commands and the actions that exist (set PUK, admin key test, HOTP
 generation, FIDO PIN attempt with credential listing, new FIDO PIN) run on
 them with the log at TRAFFIC level, an APDU trace and the audit trail, and
-the TUI runs on them with its log file, ticket, clipboard and screenshot.
+the recovery actions (verify, PUK reset, admin-key unlock, reprovision) run
+on their scenarios, and the TUI runs with its log file, ticket, clipboard
+and screenshot.
 Every artefact is then searched for each canary as text, as hex in both
 cases and as an FF-padded PIN block. The bar is zero hits; the show-once
 view of a newly set secret is the one screen allowed to show one, and no
@@ -191,6 +193,35 @@ def run_actions(name: str, folder: Path, artefacts: Artefacts, canaries: Canarie
     return ran
 
 
+def run_recovery(name: str, folder: Path, artefacts: Artefacts) -> int:
+    """Run each recovery action that applies to scenario `name` on its own canary lab session."""
+    from sweep.helpers import recovery_rig
+    from sweep.test_faults_recovery import ACTIONS as RECOVERY_ACTIONS
+    from tui.ticket import ticket_text
+    from tui.trace import open_trace_writer
+
+    ran = 0
+    for action, (run, scenarios) in RECOVERY_ACTIONS.items():
+        if name not in scenarios:
+            continue
+        stem = action.replace(" ", "-")
+        with open_trace_writer(folder / f"{stem}.trace") as writer:
+            rig = recovery_rig(name, folder / "audit.jsonl", observers=[writer])
+            try:
+                result = run(rig)
+            except KeytriageError as exc:
+                result = exc
+        artefacts.add(f"{action} result", result)
+        for attribute in ("verdict", "message", "steps", "follow_up", "next_steps", "hints"):
+            if hasattr(result, attribute):
+                artefacts.add(f"{action} {attribute}", getattr(result, attribute))
+        artefacts.add(f"{action} session events", rig.session.events)
+        artefacts.add(f"{action} ticket", ticket_text(rig.session, rig.scan, rig.token))
+        ran += 1
+    flush_logs()
+    return ran
+
+
 @pytest.mark.parametrize("name", scenario_names())
 def test_canaries_stay_out_of_artefacts(name, canary_scenarios, tmp_path, capsys, monkeypatch):
     import os
@@ -207,6 +238,7 @@ def test_canaries_stay_out_of_artefacts(name, canary_scenarios, tmp_path, capsys
 
     configure_logging("TRAFFIC", str(tmp_path / "actions.log"), tui=True)
     ran = run_actions(name, tmp_path, artefacts, canaries)
+    ran += run_recovery(name, tmp_path, artefacts)
     captured = capsys.readouterr()
     artefacts.add("actions stdout", captured.out)
     artefacts.add("actions stderr", captured.err)
