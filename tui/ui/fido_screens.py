@@ -356,7 +356,7 @@ class ResetWizardScreen(Screen):
             yield Static(WIPE_TEXT, id="wizard-wipe", classes="fido-section", markup=False)
             yield Static("", id="wizard-prompt", markup=False)
             yield Input(id="wizard-confirmation", placeholder="confirmation")
-            yield Input(id="wizard-typed-id", placeholder="ID printed on the key")
+            yield Input(id="wizard-typed-id", placeholder="printed ID")
             yield Static("", id="wizard-message", classes="fido-section", markup=False)
             yield Static("", id="wizard-countdown", classes="fido-status", markup=False)
         yield Static("", id="wizard-keys", classes="fido-keys", markup=False)
