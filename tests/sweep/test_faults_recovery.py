@@ -51,25 +51,34 @@ def check_new_value_escrowed(where: str, rig, reference, new_value: str, kind: S
 # --- the actions -----------------------------------------------------------------------------
 
 
+def claimed_pin(rig) -> Secret:
+    """Return the token's canary PIN as a `Secret`; runners keep no plain secret in their own frame."""
+    return Secret(CANARY_ACA_PIN if rig.token.profile.value == "hid-crescendo" else CANARY_PIV_PIN, "PIN")
+
+
+def new_pin_for(rig) -> Secret:
+    """Return the canary new PIN that fits the token's PIN policy (8 digits on a Crescendo)."""
+    return Secret(CANARY_NEW_PIN + "11" if rig.token.profile.value == "hid-crescendo" else CANARY_NEW_PIN, "PIN")
+
+
 def run_verify(rig):
     from tui.recovery.verify import verify_pin
 
-    pin = CANARY_ACA_PIN if rig.token.profile.value == "hid-crescendo" else CANARY_PIV_PIN
-    return verify_pin(rig.channel, rig.token, Secret(pin, "PIN"), rig.session, override=True)
+    return verify_pin(rig.channel, rig.token, claimed_pin(rig), rig.session, override=True)
 
 
 def run_puk_reset(rig):
     from tui.recovery.puk_reset import puk_from_escrow, reset_pin_with_puk
 
     return reset_pin_with_puk(rig.channel, rig.token, rig.session, puk_from_escrow(rig.token, rig.session),
-                              new_pin=Secret(CANARY_NEW_PIN, "PIV PIN"))
+                              new_pin=new_pin_for(rig))
 
 
 def run_unlock(rig):
     from tui.recovery.unlock import AdminKeySource, admin_key_from_escrow, unlock_pin
 
     return unlock_pin(rig.channel, rig.token, rig.session, admin_key_from_escrow(rig.token, rig.session),
-                      key_source=AdminKeySource.ESCROW, new_pin=Secret(CANARY_NEW_PIN + "11", "ACA PIN"))
+                      key_source=AdminKeySource.ESCROW, new_pin=new_pin_for(rig))
 
 
 def run_reprovision(rig):
@@ -77,9 +86,8 @@ def run_reprovision(rig):
 
     plan = plan_reprovision(rig.token, rig.scan, rig.session.settings)
     auth = ResetAuth.ADMIN_KEY_ON_FILE if rig.token.profile.value == "hid-crescendo" else None
-    new_pin = CANARY_NEW_PIN + "11" if rig.token.profile.value == "hid-crescendo" else CANARY_NEW_PIN
     return reprovision(rig.channel, rig.token, rig.scan, rig.session, confirmation=plan.confirmation, user_accepted=True,
-                       auth=auth, new_pin=Secret(new_pin, "PIN"), new_puk=Secret(CANARY_NEW_PUK, "PIV PUK"))
+                       auth=auth, new_pin=new_pin_for(rig), new_puk=Secret(CANARY_NEW_PUK, "PIV PUK"))
 
 
 # action name -> (runner, scenarios, new values by kind the action may set)

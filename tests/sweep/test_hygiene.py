@@ -85,8 +85,9 @@ def test_keytriage_key_option_is_a_number():
 # --- masked inputs ------------------------------------------------------------------------------
 
 SECRET_INPUT_HINT = re.compile(r"pin|puk|secret|password|admin|key|token|seed|otp", re.IGNORECASE)
-# Inputs whose description mentions a secret word without taking one ("free text, no PIN").
-NOT_SECRET_INPUTS = {"'triage-notes'"}
+# Inputs whose description mentions a secret word without taking one ("free text, no PIN",
+# "last characters of the token ID").
+NOT_SECRET_INPUTS = {"'triage-notes'", "'typed-confirmation'"}
 
 
 def input_calls() -> list[tuple[str, int, ast.Call]]:
@@ -281,22 +282,50 @@ def act_new_fido_pin(explode_at, explosion):
     return set_new_fido_pin(device, EscrowFlow(MemoryStore(), user="sweep"), "cplc:SWEEP", Secret(CANARY_FIDO_PIN, "FIDO PIN"))
 
 
+def recovery_over_pcsc(runner, scenario: str):
+    """Return an action that runs a recovery `runner` on `scenario` through `PcscBackend` over `LabScard`."""
+
+    def act(explode_at, explosion):
+        import tempfile
+
+        from sweep.helpers import recovery_rig
+        from tui.pcsc import PcscBackend
+        from tui.transport import Channel
+
+        rig = recovery_rig(scenario, Path(tempfile.mkdtemp()) / "audit.jsonl")
+        transport = PcscBackend(scard=LabScard(rig.lab, explode_at, explosion)).open(rig.token.reader)
+        transport.connect()
+        rig.channel = Channel(transport)
+        return runner(rig)
+
+    return act
+
+
+def _recovery_actions() -> dict:
+    from sweep.test_faults_recovery import run_puk_reset, run_reprovision, run_unlock, run_verify
+
+    return {
+        "verify": (recovery_over_pcsc(run_verify, "wrong-pin"), 3),
+        "PUK reset": (recovery_over_pcsc(run_puk_reset, "pin-locked-puk"), 3),
+        "admin-key unlock": (recovery_over_pcsc(run_unlock, "admin-key-on-file"), 5),
+        "reprovision YubiKey": (recovery_over_pcsc(run_reprovision, "yubikey-all-blocked"), 7),
+        "reprovision Crescendo": (recovery_over_pcsc(run_reprovision, "admin-key-on-file"), 7),
+    }
+
+
 ACTIONS = {
     "set PUK": (act_set_puk, 4),
     "admin key test": (act_admin_key_test, 4),
     "HOTP generation": (act_hotp, 3),
     "FIDO PIN attempt": (act_fido_pin_attempt, 12),
     "new FIDO PIN": (act_new_fido_pin, 6),
+    **_recovery_actions(),
 }
 
 EXPLOSIONS = {
     "SystemError": lambda: SystemError("driver fault"),
     "IndexError": lambda: IndexError("index out of range"),
 }
-
-
-def _known_leaks():
-    return {}
 
 
 @pytest.mark.parametrize("action", sorted(ACTIONS))
