@@ -369,3 +369,41 @@ def test_pin_apdu_redacted_in_crash_report(explosion):
         assert "bytes redacted" in text, f"{name} report shows no redacted APDU:\n{text}"
         assert not Canaries().hits(text, f"{name} crash report"), text
     STATS.add("hygiene", 2)
+
+
+async def test_textual_crash_report_masks_secret():
+    from textual.binding import Binding
+
+    from tui.lab.backend import LabBackend
+    from tui.settings import SiteSettings
+    from tui.ui.app import KeytriageApp
+
+    reports: list[str] = []
+
+    class CrashingApp(KeytriageApp):
+        """The app with one more action that fails while a PIN is in a local variable."""
+
+        BINDINGS = KeytriageApp.BINDINGS + [Binding("ctrl+k", "sweep_crash", "Crash", id="sweep-crash")]
+
+        def action_sweep_crash(self) -> None:
+            pin = Secret(CANARY_PUK, "PIV PIN")  # noqa: F841 - the crash report must mask this local
+            raise RuntimeError("driver fault during the sweep's action")
+
+        def _fatal_error(self) -> None:
+            super()._fatal_error()
+            rendered = self._exit_renderables[-1]
+            reports.append("".join(segment.text for segment in rendered.segments))
+
+    app = CrashingApp(lambda: LabBackend("wrong-pin"), SiteSettings(), lab_scenario="wrong-pin")
+    with pytest.raises(RuntimeError):
+        async with app.run_test(size=(100, 40)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.press("ctrl+k")
+            await pilot.pause()
+
+    assert reports, "Textual printed no crash report"
+    report = reports[0]
+    assert "action_sweep_crash" in report
+    assert "Secret(PIV PIN=****)" in report, report
+    assert not Canaries().hits(report, "Textual crash report"), report
+    STATS.add("hygiene")
