@@ -220,7 +220,7 @@ async def test_no_pin_verdict_6a88():
         await triage(pilot, 0)
 
         assert "Smart-card PIN NOT SET" in runbook(app)
-        assert "No smart-card PIN is set" in verdict(app) or "no PIN" in verdict(app).lower()
+        assert "No smart-card PIN is set" in verdict(app)
 
         await pilot.press("v")
         error = await wait_for_screen(pilot, ErrorModal)
@@ -578,3 +578,131 @@ async def test_reprovision_refused_with_two_tokens():
         assert "2 tokens are attached" in text(error)
         assert "HID Global Crescendo Key 00 00" in text(error)
         assert "HID Global Crescendo Key 01 00" in text(error)
+
+
+# --- snapshots of each modal at 80x24 (demo values only) ---------------------------------------------
+
+DEMO_PIN = "58203746"
+
+
+def snapshot_lab(scenario: str, mutate=None) -> Lab:
+    return Lab(scenario, mutate=mutate)
+
+
+async def open_triage(pilot) -> None:
+    await settle(pilot)
+    await pilot.press("i", "enter")
+    await wait_for_screen(pilot, TriageScreen)
+
+
+async def open_verify(pilot) -> None:
+    await settle(pilot)
+    await pilot.press("v")
+    await wait_for_screen(pilot, SecretPromptModal)
+    await pilot.press(*"1234")
+
+
+async def open_verify_result(pilot) -> None:
+    await settle(pilot)
+    await pilot.press("v")
+    await type_secret(pilot, "11223344")
+    await wait_for_screen(pilot, ResultModal)
+
+
+def one_try_left(backend: LabBackend) -> None:
+    """Leave the lab PIN one try, so Step 4 needs the override (whose text has no time stamp)."""
+    backend.key(backend.list_readers()[0]).store.pin.tries_left = 1
+
+
+async def open_override(pilot) -> None:
+    await settle(pilot)
+    await pilot.press("v")
+    await wait_for_screen(pilot, OverrideModal)
+
+
+def with_escrow(lab: Lab):
+    async def prepare(pilot) -> None:
+        await settle(pilot)
+        lab.use_escrow()
+    return prepare
+
+
+def snapshot_cases():
+    async def puk_source(pilot, lab):
+        await with_escrow(lab)(pilot)
+        await pilot.press("u")
+        await wait_for_screen(pilot, SourceModal)
+
+    async def puk_confirm(pilot, lab):
+        await puk_source(pilot, lab)
+        await pilot.press("s")
+        await wait_for_screen(pilot, ConfirmModal)
+
+    async def puk_show_once(pilot, lab):
+        await puk_source(pilot, lab)
+        await pilot.press("tab", "down", "enter", "s")  # type the new PIN
+        await type_secret(pilot, DEMO_PIN)
+        await wait_for_screen(pilot, ConfirmModal)
+        await pilot.press("s")
+        await wait_for_screen(pilot, ShowOnceModal)
+
+    async def unlock_confirm(pilot, lab):
+        await with_escrow(lab)(pilot)
+        await pilot.press("a")
+        await wait_for_screen(pilot, SourceModal)
+        await pilot.press("s")
+        await wait_for_screen(pilot, ConfirmModal)
+
+    async def wizard(pilot, lab):
+        await with_escrow(lab)(pilot)
+        await pilot.press("w")
+        await wait_for_screen(pilot, ReprovisionWizard)
+
+    async def not_confirmed(pilot, lab):
+        from tui.escrow.errors import VaultServerError
+
+        await with_escrow(lab)(pilot)
+        original_write = lab.store.write
+        calls = []
+
+        def failing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise VaultServerError("Vault returned 503")
+            return original_write(*args, **kwargs)
+
+        lab.store.write = failing
+        await pilot.press("u")
+        await wait_for_screen(pilot, SourceModal)
+        await pilot.press("tab", "down", "enter", "s")
+        await type_secret(pilot, DEMO_PIN)
+        await wait_for_screen(pilot, ConfirmModal)
+        await pilot.press("s")
+        await wait_for_screen(pilot, NotConfirmedModal)
+
+    return {
+        "triage": ("pin-locked-puk", None, lambda pilot, lab: open_triage(pilot)),
+        "verify-prompt": ("wrong-pin", None, lambda pilot, lab: open_verify(pilot)),
+        "verify-result": ("wrong-pin", None, lambda pilot, lab: open_verify_result(pilot)),
+        "verify-override": ("wrong-pin", one_try_left, lambda pilot, lab: open_override(pilot)),
+        "puk-source": ("pin-locked-puk", None, puk_source),
+        "puk-confirm": ("pin-locked-puk", None, puk_confirm),
+        "puk-show-once": ("pin-locked-puk", None, puk_show_once),
+        "puk-not-confirmed": ("pin-locked-puk", None, not_confirmed),
+        "unlock-confirm": ("healthy", admin_key_on_file, unlock_confirm),
+        "reprovision-wizard": ("healthy", admin_key_on_file, wizard),
+    }
+
+
+@pytest.mark.parametrize("case", list(snapshot_cases()))
+def test_modal_snapshot_80x24(snap_compare, case):
+    scenario, mutate, opener = snapshot_cases()[case]
+    lab = snapshot_lab(scenario, mutate)
+
+    async def run_before(pilot) -> None:
+        await opener(pilot, lab)
+        # Let the activity-log messages posted by the device thread drain behind the modal.
+        for _ in range(5):
+            await pilot.pause()
+
+    assert snap_compare(lab.app, terminal_size=(80, 24), run_before=run_before)

@@ -732,8 +732,8 @@ def puk_confirm_text(token: TokenScan, puk, new_pin: Secret | None, escrow: str)
             f"Sends one RESET RETRY COUNTER (00 2C 00 80) with the PUK from the {puk.source.value} "
             f"and a new PIN ({pin_words}).\n"
             f"First the new PIN is escrowed to {escrow} as pending; nothing is sent if that fails.\n"
-            f"Cost: a wrong PUK spends one PUK try (now {token.smartcard.puk.text()}) and is not retried. "
-            "On success the PIN tries return to the maximum.")
+            "Cost: a wrong PUK spends one PUK try and is not retried. "
+            f"PUK tries now: {token.smartcard.puk.text()}. On success the PIN tries return to the maximum.")
 
 
 def unlock_confirm_text(token: TokenScan, source: str, new_pin: Secret | None, escrow: str) -> str:
@@ -748,11 +748,13 @@ def unlock_confirm_text(token: TokenScan, source: str, new_pin: Secret | None, e
 
 def reprovision_plan_text(plan, token: TokenScan, escrow: str) -> str:
     """Word what Step 10 does and everything it loses."""
-    lines = [f"Token {token.token_id} in {token.reader}", f"Method: {plan.method.value}. {plan.precondition}", "LOST, cannot be undone:"]
+    # The losses come first, so they are on screen without scrolling.
+    lines = [f"Token {token.token_id} in {token.reader}", "LOST, cannot be undone:"]
     lines.extend(f"- {loss}" for loss in plan.losses)
+    lines.append(f"Method: {plan.method.value}. {plan.precondition}")
     if plan.untouched:
         lines.append("Untouched: " + "; ".join(plan.untouched))
-    lines.append(f"Then a new PIN and PUK are set, each escrowed to {escrow} first.")
+    lines.append(f"Then a new PIN (and a PUK where the token has one) is set, escrowed to {escrow} first.")
     if plan.follow_up:
         lines.append("Follow-up: " + "; ".join(plan.follow_up))
     lines.extend(plan.notes)

@@ -156,7 +156,7 @@ class SourceModal(ModalScreen[SourceChoice | None]):
             yield RadioSet(RadioButton("Generate a random PIN (recommended)", value=True),
                            RadioButton("Type the new PIN"), id="pin-set", compact=True)
             yield Static("", id="modal-error", classes="modal-error", markup=False)
-            yield Static("Arrows move, Enter/Space choose, Tab next list    [s] Continue    [n] Cancel",
+            yield Static("Arrows, Enter/Space choose, Tab next list   [s] Continue   [n] Cancel",
                          classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
@@ -238,7 +238,7 @@ class ReprovisionWizard(ModalScreen[WizardChoice | None]):
     DEFAULT_CSS = """
     ReprovisionWizard .recovery-scroll {
         height: auto;
-        max-height: 11;
+        max-height: 8;
     }
     ReprovisionWizard Checkbox {
         width: 100%;
@@ -267,9 +267,9 @@ class ReprovisionWizard(ModalScreen[WizardChoice | None]):
             yield Checkbox("The user accepts that all of this is lost", id="user-accepts", compact=True)
             yield Static(f"Type the last {len(self.confirmation)} characters of the token ID:", classes="modal-prompt", markup=False)
             yield Input(id="typed-confirmation", classes="modal-input", max_length=len(self.confirmation) + 4,
-                        restrict=r"[ -~]*")
+                        restrict=r"[ -~]*", compact=True, placeholder="last characters of the token ID")
             yield Static("", id="modal-error", classes="modal-error", markup=False)
-            yield Static("Space ticks, Enter leaves the field    [s] Wipe and reprovision    [n] Cancel",
+            yield Static("Space ticks, Tab next field   [s] Wipe and reprovision   [n] Cancel",
                          classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:

@@ -162,7 +162,7 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
                 yield Input(initial.ticket, id="triage-ticket", compact=True, max_length=TICKET_MAX_LENGTH,
                             restrict=r"[ -~]*", placeholder="ticket number, e.g. INC-4711")
             yield Static("", id="modal-error", classes="modal-error", markup=False)
-            yield Static("Arrows move, Enter/Space choose, Tab next field   [s] Save   [n] Cancel",
+            yield Static("Arrows, Enter/Space choose, Tab next field   [s] Save   [n] Cancel",
                          classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
