@@ -22,8 +22,8 @@ class RedactedBytes(bytes):
     """The encoded bytes of a secret-carrying command APDU, whose `repr` shows only the length.
 
     Crash reports (Textual's, and rich tracebacks with `show_locals`) print
-    every frame's local variables with `repr`, and a transport holds the
-    whole APDU in one. The value itself is unchanged, and slices stay
+    every frame's local variables with `repr`, and a transport keeps
+    the whole APDU in one. The value itself is unchanged, and slices stay
     redacted, because rich prints a long bytes value as a slice.
     """
 

@@ -110,7 +110,7 @@ def canary_forms(value: str | bytes) -> set[str]:
 
 @dataclass
 class Canaries:
-    """The canary values of one run, by name; `extra` adds derived ones (generated PUKs, OTP codes)."""
+    """The canary values of one run, by name; `add` puts in derived ones (generated secrets, OTP codes)."""
 
     values: dict[str, str | bytes] = field(default_factory=lambda: dict(DEFAULT_CANARIES))
 
@@ -222,7 +222,7 @@ class FaultyBackend:
     `after=True` lets the card process the APDU before the failure, so its
     response is lost (the command took effect). A card-removed fault also
     pulls the lab card, and a reset powers it up again, so the lab state
-    matches what the error says. `at=None` injects nothing.
+    matches what the error reports. `at=None` injects nothing.
     """
 
     def __init__(self, inner, fault: Fault, at: int | None, *, after: bool = False) -> None:

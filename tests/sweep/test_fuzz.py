@@ -1,4 +1,4 @@
-"""Malformed answers: every decoder of card and authenticator replies, fed random and truncated data.
+"""Malformed replies: every decoder of card and authenticator replies, fed random and truncated data.
 
 Each decoder gets `CASES` inputs from a seeded generator: random bytes,
 recorded lab replies cut short, recorded replies with bytes flipped, and
@@ -168,7 +168,7 @@ def test_decode_sw_rejects_out_of_range():
     STATS.add("fuzz", 3)
 
 
-# --- whole readers over a card that answers garbage -----------------------------------------
+# --- whole readers over a card that replies with garbage -----------------------------------------
 
 # Status words a reply is built from: the ones readers branch on, and any.
 INTERESTING_SW = (0x9000, 0x9000, 0x9000, 0x6100, 0x6110, 0x6C08, 0x63C0, 0x63C3, 0x6303, 0x6300, 0x6983,
@@ -176,7 +176,7 @@ INTERESTING_SW = (0x9000, 0x9000, 0x9000, 0x6100, 0x6110, 0x6C08, 0x63C0, 0x63C3
 
 
 class GarbageTransport:
-    """A transport whose card answers each APDU with random or damaged replies, from a seeded generator."""
+    """A transport whose card replies to each APDU with random or damaged replies, from a seeded generator."""
 
     reader = "Sweep Garbage Reader 00 00"
 
