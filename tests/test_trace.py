@@ -533,7 +533,7 @@ def test_golden_replays_through_scan():
     assert token.smartcard.pin_policy.numeric_only is True
     assert token.smartcard.admin_key.text() == "AES-128"
     assert str(token.token_id) == "guid:4B54524943455343454E444F00000001"
-    assert result.apdu_count == 9
+    assert result.apdu_count == 17
 
 
 def test_golden_rerecorded_identically(tmp_path):
