@@ -323,3 +323,86 @@ def test_snapshots_hold_no_lab_secret():
         hits += canaries.hits(path.read_text(encoding="utf-8"), str(path.relative_to(REPOSITORY)))
     STATS.add("canary", len(files))
     assert not hits, "\n".join(hits[:20])
+
+
+async def test_tui_actions_leak_no_canary(canary_scenarios, tmp_path):
+    """Verify (Step 4) on a PIV key and set PUK on a YubiKey through the TUI, then search every artefact.
+
+    The show-once view of the new PUK is the one screen allowed to show a
+    secret, so its rendering is not kept; the new PUK then becomes a canary
+    for everything else (log, audit, draft, ticket, clipboard, later screens).
+    """
+    import os
+
+    from sweep.helpers import CANARY_PIV_PIN
+    from sweep.test_faults_ui import close_modals, pause_until, run_set_puk
+    from tui.cli import configure_logging
+    from tui.escrow.records import SecretKind
+    from tui.lab.backend import LabBackend
+    from tui.settings import SiteSettings
+    from tui.ui.app import KeytriageApp
+    from tui.ui.modals import SecretPromptModal
+
+    configure_logging("TRAFFIC", str(tmp_path / "tui-actions.log"), tui=True)
+    artefacts = Artefacts(tmp_path)
+    canaries = Canaries()
+
+    lab = LabBackend("wrong-pin")
+    pin = lab.key(lab.list_readers()[0]).store.pin
+    tries_before = pin.tries_left
+    app = KeytriageApp(lambda: lab, SiteSettings(), lab_scenario="wrong-pin")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pause_until(pilot, lambda: app.scan_result is not None and not app.scanning, "the first scan")
+        await pilot.press("v")
+        await pause_until(pilot, lambda: isinstance(app.screen, SecretPromptModal), "the PIN prompt of verify")
+        await pilot.press(*CANARY_PIV_PIN, "enter")
+        artefacts.add("verify prompt", screen_text(app))
+        await pilot.press("s")
+        await pause_until(pilot, lambda: any("Verify result" in line for line in app.activity.entries), "the verify result")
+        artefacts.add("verify result", screen_text(app))
+        await close_modals(app, pilot)
+        await pause_until(pilot, lambda: not app.scanning, "the rescan after verify")
+        artefacts.add("after verify", screen_text(app))
+        artefacts.add("activity after verify", "\n".join(app.activity.entries))
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        artefacts.add("ticket screen after verify", screen_text(app))
+        artefacts.add("clipboard after verify", app.clipboard)
+        await close_modals(app, pilot)
+    assert tries_before < pin.max_tries
+    assert pin.tries_left == pin.max_tries, "a VERIFY with the right PIN restores every try, so none was sent"
+    assert pin.matches(CANARY_PIV_PIN.encode())
+
+    yubikey = LabBackend("yubikey-healthy")
+    app = KeytriageApp(lambda: yubikey, SiteSettings(), lab_scenario="yubikey-healthy")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pause_until(pilot, lambda: app.scan_result is not None and not app.scanning, "the first scan")
+        await app._escrow_ready.wait()
+        await run_set_puk(app, pilot)
+        # The outcome is the show-once view of the new PUK, or an outcome modal when the site hides new
+        # values; neither rendering is kept.
+        await close_modals(app, pilot)
+        token_id = app.scan_result.tokens[0].token_id
+        _, new_puk, _ = app.escrow_context.store.read_version(token_id, SecretKind.PIV_PUK)
+        canaries.add("new PUK set through the TUI", new_puk.reveal_text())
+        await pause_until(pilot, lambda: not app.scanning, "the rescan after set PUK")
+        artefacts.add("after set PUK", screen_text(app))
+        artefacts.add("activity after set PUK", "\n".join(app.activity.entries))
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        artefacts.add("ticket screen after set PUK", screen_text(app))
+        artefacts.add("clipboard after set PUK", app.clipboard)
+        await close_modals(app, pilot)
+        (tmp_path / "after-set-puk.svg").write_text(app.export_screenshot(), encoding="utf-8")
+    assert yubikey.key(yubikey.list_readers()[0]).store.puk.matches(new_puk.reveal_bytes())
+    flush_logs()
+
+    state_dirs = tuple(Path(os.environ[variable]) for variable in ("XDG_STATE_HOME", "XDG_CONFIG_HOME")
+                       if Path(os.environ[variable]).exists())
+    hits = artefacts.search(canaries, extra_folders=state_dirs)
+    STATS.add("canary", 2)
+    assert not hits, "\n".join(hits[:20])
