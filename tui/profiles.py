@@ -19,7 +19,9 @@ first GET DATA CPLC is answered by the applet selected at the time:
 A card whose selected applet does not return the CPLC adds SELECT card
 manager and GET DATA CPLC again (up to 4 more APDUs). GET DATA CHUID is added
 only when the GUID is the chosen ID source or `--explain` asks for every
-candidate.
+candidate. These lists cover profile detection, identity and the PIN
+counters only; the certificate, OTP and FIDO reads that the scan adds per
+token are listed in the docstring of `tui.scan`.
 """
 
 from __future__ import annotations
