@@ -406,3 +406,57 @@ async def test_tui_actions_leak_no_canary(canary_scenarios, tmp_path):
     hits = artefacts.search(canaries, extra_folders=state_dirs)
     STATS.add("canary", 2)
     assert not hits, "\n".join(hits[:20])
+
+
+async def test_tui_fido_listing_leaks_no_canary(canary_scenarios, tmp_path):
+    """List FIDO credentials through the TUI with the canary FIDO PIN, then search every artefact.
+
+    The FIDO screen shows the relying parties and user names to the
+    technician, so that screen is searched for secrets only; the log, the
+    audit trail, the draft and the main screen must not hold them either.
+    """
+    import os
+
+    from sweep.helpers import CANARY_FIDO_PIN, CANARY_RP_ID, CANARY_USER_NAME
+    from sweep.test_faults_ui import close_modals, pause_until
+    from tui.cli import configure_logging
+    from tui.lab.backend import LabBackend
+    from tui.settings import SiteSettings
+    from tui.ui.app import KeytriageApp
+    from tui.ui.modals import SecretPromptModal
+
+    configure_logging("TRAFFIC", str(tmp_path / "tui-fido.log"), tui=True)
+    artefacts = Artefacts(tmp_path)
+    canaries = Canaries()
+    secrets_only = Canaries(values={name: value for name, value in canaries.values.items()
+                                    if value not in (CANARY_RP_ID, CANARY_USER_NAME)})
+
+    lab = LabBackend("fido-healthy")
+    app = KeytriageApp(lambda: lab, SiteSettings(), lab_scenario="fido-healthy")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pause_until(pilot, lambda: app.scan_result is not None and not app.scanning, "the first scan")
+        await pilot.press("f")
+        await pause_until(pilot, lambda: type(app.screen).__name__ == "FidoScreen", "the FIDO screen")
+        fido_screen = app.screen
+        await pilot.press("l")
+        await pause_until(pilot, lambda: isinstance(app.screen, SecretPromptModal), "the FIDO PIN prompt")
+        await pilot.press(*CANARY_FIDO_PIN, "enter", "s")
+        await pause_until(pilot, lambda: getattr(fido_screen, "attempt", None) is not None, "the FIDO PIN attempt")
+        await pilot.pause()
+        fido_text = screen_text(app)
+        assert CANARY_RP_ID in fido_text, "the credential listing shows no relying party: the attempt did not list"
+        await close_modals(app, pilot)
+        artefacts.add("main screen after the listing", screen_text(app))
+        artefacts.add("activity", "\n".join(app.activity.entries))
+        await pilot.press("t")
+        await pilot.pause()
+        artefacts.add("ticket screen", screen_text(app))
+        await close_modals(app, pilot)
+    flush_logs()
+
+    state_dirs = tuple(Path(os.environ[variable]) for variable in ("XDG_STATE_HOME", "XDG_CONFIG_HOME")
+                       if Path(os.environ[variable]).exists())
+    hits = artefacts.search(canaries, extra_folders=state_dirs)
+    hits += secrets_only.hits(fido_text, "FIDO screen")
+    STATS.add("canary", 2)
+    assert not hits, "\n".join(hits[:20])
