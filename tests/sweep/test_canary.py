@@ -1,9 +1,9 @@
 """Canary sweep: every lab scenario and every action run with unique secrets, then every artefact searched.
 
 Each scenario's keys are rebuilt with canary secrets (`canarify`). The
-headless commands and the actions that exist (set PUK, admin key test, HOTP
+headless commands and the key actions (set PUK, admin key test, HOTP
 generation, FIDO PIN attempt with credential listing, new FIDO PIN) run on
-them with the log at TRAFFIC level, an APDU trace and the audit trail, and
+them with the log at TRAFFIC level, an APDU trace and the audit trail. Then
 the recovery actions (verify, PUK reset, admin-key unlock, reprovision) run
 on their scenarios, and the TUI runs with its log file, ticket, clipboard
 and screenshot.
@@ -329,7 +329,7 @@ async def test_tui_actions_leak_no_canary(canary_scenarios, tmp_path):
     """Verify (Step 4) on a PIV key and set PUK on a YubiKey through the TUI, then search every artefact.
 
     The show-once view of the new PUK is the one screen allowed to show a
-    secret, so its rendering is not kept; the new PUK then becomes a canary
+    secret, so its rendering is not kept. The new PUK then becomes a canary
     for everything else (log, audit, draft, ticket, clipboard, later screens).
     """
     import os
@@ -412,8 +412,8 @@ async def test_tui_fido_listing_leaks_no_canary(canary_scenarios, tmp_path):
     """List FIDO credentials through the TUI with the canary FIDO PIN, then search every artefact.
 
     The FIDO screen shows the relying parties and user names to the
-    technician, so that screen is searched for secrets only; the log, the
-    audit trail, the draft and the main screen must not hold them either.
+    technician, so that screen is searched for secrets only. The log, the
+    audit trail, the draft and the main screen must not contain them either.
     """
     import os
 

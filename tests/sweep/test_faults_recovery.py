@@ -1,7 +1,7 @@
 """Fault injection over the recovery actions (verify, PUK reset, admin-key unlock, reprovision) and the new FIDO PIN.
 
 Each action runs on a canary lab scenario with a PC/SC fault of each class
-at every APDU, either before the card sees the command or after it (the
+at every APDU, either before the card processes the command or after it (the
 response is lost). The rules: the action ends in a result or a
 `KeytriageError`; one VERIFY at most reaches the card; every new PIN or PUK
 the card holds is on file in escrow in a state other than "failed"; and a
