@@ -6,11 +6,10 @@ generation, FIDO PIN attempt with credential listing, new FIDO PIN) run on
 them with the log at TRAFFIC level, an APDU trace and the audit trail. Then
 the recovery actions (verify, PUK reset, admin-key unlock, reprovision) run
 on their scenarios, and the TUI runs with its log file, ticket, clipboard
-and screenshot.
-Every artefact is then searched for each canary as text, as hex in both
-cases and as an FF-padded PIN block. The bar is zero hits; the show-once
-view of a newly set secret is the one screen allowed to show one, and no
-action here opens it.
+and screenshot. Every artefact is then searched for each canary as text,
+as hex in both cases and as an FF-padded PIN block. The bar is zero hits.
+The show-once view of a newly set secret is the one screen allowed to show
+one, so its rendering is never kept, but its logs are searched.
 """
 
 from __future__ import annotations
