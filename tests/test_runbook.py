@@ -640,3 +640,165 @@ def test_findings_from_audit(tmp_path):
     assert findings.verify_tries == 2
     assert findings.puk_reset is None
     assert run(token, verify=findings.verify).next_step == "6"
+
+
+# After a recovery the rescan shows a usable PIN; the path still ends at the recovery step.
+HEALTHY_AFTER_RESET = Counter(PinState.OK, 3, 3, Source.STATUS_QUERY)
+
+
+def test_puk_reset_then_rescan_shows_recovery_done():
+    result = run(make_token(pin=HEALTHY_AFTER_RESET), trying="smart-card", puk_reset="reset", puk_tries=10)
+
+    assert result.pairs[-2:] == [("3", "recovered"), ("6", "reset")]
+    assert "4" not in [step for step, _ in result.pairs]
+    assert result.stopped
+    assert result.next_action == "ticket"
+    assert result.resolved_by == "PUK reset"
+    assert result.applet == "smart card"
+    assert result.verdict.startswith("Smart-card PIN was locked; reset with the PUK; "
+                                     "the user must change the new PIN at next login.")
+    assert not result.offers("4")
+
+
+def test_admin_unlock_then_rescan_shows_recovery_done():
+    result = run(crescendo(pin=HEALTHY_AFTER_RESET), trying="smart-card", unlock="unlocked", unlock_tries=5)
+
+    assert result.pairs[-3:] == [("3", "recovered"), ("6", "no_puk_command"), ("6a", "unlocked")]
+    assert result.next_action == "ticket"
+    assert result.resolved_by == "admin-key unlock"
+    assert "Smart-card PIN was locked; unlocked with the admin key" in result.verdict
+
+
+def test_reprovision_then_rescan_shows_step_ten_done():
+    result = run(make_token(pin=HEALTHY_AFTER_RESET), trying="smart-card", reprovisioned=True)
+
+    assert result.pairs[-2:] == [("3", "reprovisioned"), ("10", "done")]
+    assert result.next_action == "ticket"
+    assert result.resolved_by == "full reprovision"
+    assert "reprovisioned with a new PIN and PUK" in result.verdict
+
+
+def test_wrong_puk_then_reprovision_keeps_step_six():
+    result = run(make_token(pin=HEALTHY_AFTER_RESET), puk_reset="wrong_puk", puk_tries=9, reprovisioned=True)
+
+    assert result.pairs[-3:] == [("3", "recovered"), ("6", "wrong_puk"), ("10", "done")]
+    assert result.resolved_by == "full reprovision"
+
+
+def test_wrong_verify_then_reset_names_unknown_pin():
+    result = run(make_token(pin=HEALTHY_AFTER_RESET), trying="smart-card", verify="wrong", verify_tries=2,
+                 puk_reset="reset")
+
+    assert result.pairs[-3:] == [("3", "tries_left"), ("4", "wrong"), ("6", "reset")]
+    assert result.verdict.startswith("The user did not know the smart-card PIN; reset with the PUK")
+    assert result.next_action == "ticket"
+
+
+def test_failed_reset_is_not_recovery():
+    result = run(make_token(pin=BLOCKED), puk_reset="wrong_puk", puk_tries=9)
+
+    assert result.resolved_by is None
+    assert result.next_step == "10"
+    assert result.next_action == "reprovision"
+
+
+def test_verify_ok_carries_smart_card_fine():
+    token = make_token()
+    token.fido = fido(FidoPinState.HEALTHY)
+
+    result = run(token, trying="smart-card", verify="ok")
+
+    assert result.pairs[-2:] == [("4", "ok"), ("7", "pin_set")]
+    assert result.verdict.startswith("Smart card fine: the PIN verified (9000).")
+    assert "Step 8" in result.verdict
+    assert not result.offers("4")
+
+
+def test_verify_ok_without_fido_state_points_to_step_seven():
+    result = run(make_token(), trying="smart-card", verify="ok")
+
+    assert result.verdict.startswith("Smart card fine")
+    assert "FIDO PIN" in result.verdict
+    assert result.next_step == "7"
+    assert result.next_action == "fido"
+
+
+def test_passkey_verify_walks_step_four():
+    # Once the offered verify ran, the path shows it and does not offer it again.
+    result = run(make_token(), trying="passkey", verify="ok")
+
+    assert result.pairs[-2:] == [("3", "tries_left"), ("4", "ok")]
+    assert result.next_step == "7"
+    assert not result.offers("4")
+
+
+def test_passkey_recovery_beside_fido_path_named():
+    result = run(make_token(pin=HEALTHY_AFTER_RESET), trying="passkey", puk_reset="reset")
+
+    assert result.pairs[-1] == ("3", "fido_complaint")
+    assert "recovered in this session" in result.verdict
+    assert not result.offers("4")
+
+
+def test_unknown_puk_state_warns_step_ten():
+    token = make_token(pin=BLOCKED, puk=Counter(PinState.NOT_READABLE, None, None, Source.NONE))
+
+    result = run(token, trying="smart-card")
+
+    assert result.next_step == "6"
+    assert "PUK state unknown" in result.verdict
+    assert "Step 10 follows" in result.verdict
+    offer = next(offer for offer in result.offered if offer.step == "10")
+    assert "PUK state unknown" in offer.reason
+
+
+def test_readable_puk_state_no_unknown_warning():
+    token = make_token(pin=BLOCKED, puk=Counter(PinState.OK, 3, 3, Source.METADATA))
+
+    result = run(token, trying="smart-card")
+
+    assert "PUK state unknown" not in result.verdict
+    assert result.offers("10")
+
+
+def test_hardware_stop_next_action_is_rescan():
+    result = evaluate(ScanResult(problem=PcscProblem.NO_READERS))
+
+    assert result.stopped
+    assert result.next_action == "rescan"
+
+
+def test_findings_from_events_after_recovery(tmp_path):
+    from tui.audit import AuditTrail
+    from tui.session import Session
+    from tui.settings import SiteSettings
+
+    token = make_token(pin=HEALTHY_AFTER_RESET)
+    session = Session(SiteSettings(), AuditTrail(tmp_path / "audit.jsonl", lab=True))
+    session.add_event("puk-reset", "Step 6 PUK reset: reset", token_id=token.token_id, resolved_by="PUK reset")
+    session.add_event("fido-reset", "FIDO reset", token_id=token.token_id, resolved_by="FIDO reset")
+    session.add_event("puk-reset", "other token", token_id="cplc:00", resolved_by="PUK reset")
+
+    findings = findings_from_session(session, token)
+
+    assert findings.puk_reset == "reset"
+    assert findings.fido_reset is True
+    assert findings.unlock is None
+    assert run(token, puk_reset=findings.puk_reset).resolved_by == "PUK reset"
+
+
+def test_findings_from_audit_reset_outcome(tmp_path):
+    from tui.audit import AuditTrail
+    from tui.session import Session
+    from tui.settings import SiteSettings
+
+    token = make_token(pin=HEALTHY_AFTER_RESET)
+    audit = AuditTrail(tmp_path / "audit.jsonl", lab=True)
+    session = Session(SiteSettings(), audit)
+    audit.record("puk-reset", "reset", token_id=token.token_id, tries_after=10)
+
+    findings = findings_from_session(session, token)
+
+    assert findings.puk_reset == "reset"
+    assert findings.puk_tries == 10
+    assert run(token, puk_reset=findings.puk_reset).pairs[-1] == ("6", "reset")

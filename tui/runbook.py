@@ -67,6 +67,9 @@ class Outcome:
     verdict even though the runbook goes on. `applet` names the locked applet
     this outcome establishes, and `not_lockout` gives the reason it is no lockout at all.
     `focus` (Step 0 only) lists the steps the complaint points to.
+    `resolves` names the recovery that settled the lockout (for example
+    "PUK reset"), and `carry` is a finding that stays in front of the
+    verdicts of the steps after this one.
     """
 
     id: str
@@ -77,6 +80,8 @@ class Outcome:
     applet: str = ""
     not_lockout: str = ""
     focus: str = ""
+    resolves: str = ""
+    carry: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ class RunbookResult:
     the locked applet once one is established, and `not_lockout` the reason
     when the complaint is no lockout at all. `offered` lists steps the
     technician may run deliberately although the path does not walk them.
+    `resolved_by` names the recovery that settled the lockout in this
+    session, e.g. "PUK reset".
     """
 
     path: list[StepTaken]
@@ -192,6 +199,16 @@ class RunbookResult:
     applet: str | None = None
     not_lockout: str | None = None
     offered: list[OfferedStep] = field(default_factory=list)
+    resolved_by: str | None = None
+
+    @property
+    def next_action(self) -> str:
+        """The UI action to take next: the next step's, else "rescan" after a hardware stop, else "ticket"."""
+        if self.next_step is not None:
+            return self.action or ""
+        if self.not_lockout == HARDWARE:
+            return "rescan"
+        return "ticket"
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -345,15 +362,26 @@ def evaluate_pin_state(context: RunbookContext) -> Finding:
         "detail": pin.detail or "no status query answered",
     }
     locked = pin.state is PinState.BLOCKED or pin.remaining == 0
+    findings = context.findings
 
-    # A FIDO or OTP complaint goes to its own applet whatever the smart-card state is.
-    if focus in _FIDO_FOCUS:
+    # A FIDO or OTP complaint goes to its own applet whatever the smart-card
+    # state is. Once the technician chose the offered verify, the path walks
+    # Step 4 as the quick reference does ("Step 3 -> 4 -> 7").
+    if focus in _FIDO_FOCUS and findings.verify is None:
         return Finding("fido_complaint", facts)
     if focus in _OTP_FOCUS and not locked:
         return Finding("otp_complaint", facts)
 
     if locked:
         return Finding("locked", facts)
+
+    # The rescan after a successful recovery shows a usable PIN, so the path
+    # goes to the recovery step that settled the lockout instead of Step 4.
+    # A wrong or blocked verify already leads there through Step 4.
+    if recovery_succeeded(findings) and findings.verify not in ("wrong", "blocked"):
+        if findings.puk_reset is not None or findings.unlock is not None:
+            return Finding("recovered", facts)
+        return Finding("reprovisioned", facts)
 
     certificate = expired_login_certificate(token)
     if certificate is not None and focus in _CERTIFICATE_FOCUS:
@@ -375,6 +403,18 @@ def evaluate_pin_state(context: RunbookContext) -> Finding:
 
 
 # --- Steps 4 to 11: what the session found ----------------------------------
+
+def recovery_succeeded(findings: RunbookFindings) -> bool:
+    """True when this session reset, unlocked or reprovisioned the smart-card PIN."""
+    return findings.puk_reset == "reset" or findings.unlock == "unlocked" or findings.reprovisioned
+
+
+def _lock_cause(findings: RunbookFindings) -> str:
+    # A wrong verify is the only route to a recovery with a PIN that was not locked.
+    if findings.verify == "wrong":
+        return "The user did not know the smart-card PIN"
+    return "Smart-card PIN was locked"
+
 
 def evaluate_verify(context: RunbookContext) -> Finding | None:
     """Step 4: the one deliberate verify, once it ran."""
@@ -419,7 +459,8 @@ def evaluate_puk_reset(context: RunbookContext) -> Finding | None:
     token = context.token
     assert token is not None
     findings = context.findings
-    facts = {"tries": "?" if findings.puk_tries is None else findings.puk_tries, "puk": token.smartcard.puk.text()}
+    facts = {"tries": "?" if findings.puk_tries is None else findings.puk_tries, "puk": token.smartcard.puk.text(),
+             "cause": _lock_cause(findings)}
 
     if findings.puk_reset is None:
         if token.profile is Profile.HID_CRESCENDO:
@@ -444,7 +485,7 @@ def evaluate_admin_unlock(context: RunbookContext) -> Finding | None:
     token = context.token
     assert token is not None
     findings = context.findings
-    facts = {"tries": "?" if findings.unlock_tries is None else findings.unlock_tries}
+    facts = {"tries": "?" if findings.unlock_tries is None else findings.unlock_tries, "cause": _lock_cause(findings)}
     if findings.unlock is None:
         if token.smartcard.admin_key.present is False:
             return Finding("no_admin_key", facts)
@@ -505,7 +546,10 @@ def evaluate_fido_reset(context: RunbookContext) -> Finding | None:
 
 def evaluate_reprovision(context: RunbookContext) -> Finding | None:
     """Step 10: done once the token was wiped and reprovisioned."""
-    return Finding("done") if context.findings.reprovisioned else None
+    findings = context.findings
+    if not findings.reprovisioned:
+        return None
+    return Finding("done", {"cause": _lock_cause(findings)})
 
 
 def evaluate_xauth(context: RunbookContext) -> Finding | None:
@@ -563,6 +607,11 @@ STEPS: dict[str, Step] = {
              (Outcome("locked", "Smart-card PIN {pin}", "6",
                       "Smart-card PIN locked ({pin}, source: {source}); PUK {puk}. "
                       "Next: Step 6, reset the PIN with the PUK.", applet=SMART_CARD),
+              Outcome("recovered", "Smart-card PIN {pin} after the recovery", "6",
+                      "Smart-card PIN usable again ({pin}). Next: Step 6, the recovery's result.", applet=SMART_CARD),
+              Outcome("reprovisioned", "Smart-card PIN {pin} after the reprovision", "10",
+                      "Smart-card PIN usable again ({pin}). Next: Step 10, the reprovision's result.",
+                      applet=SMART_CARD),
               Outcome("tries_left", "Smart-card PIN {pin}", "4",
                       "Smart-card PIN not locked ({pin}, source: {source}); the user may be typing a wrong PIN. "
                       "Next: Step 4, one deliberate verify."),
@@ -595,7 +644,8 @@ STEPS: dict[str, Step] = {
         Step("4", "Verify the PIN once", StepKind.SINGLE_ATTEMPT,
              "send one VERIFY with the PIN the user claims",
              (Outcome("ok", "PIN verified (9000)", "7",
-                      "The smart-card PIN works; the user may be confusing it with the FIDO PIN. " + _FIDO_CHECK),
+                      "Smart card fine: the PIN verified, so the user may mean the FIDO PIN, which is separate. "
+                      + _FIDO_CHECK, carry="Smart card fine: the PIN verified (9000)."),
               Outcome("ok_external_auth", "PIN verified (9000)", "11",
                       "The smart-card PIN works, so the failing path is the certificate or external authentication. "
                       "Next: Step 11, the external-authentication check."),
@@ -631,7 +681,8 @@ STEPS: dict[str, Step] = {
         Step("6", "Reset the PIN with the PUK", StepKind.SINGLE_ATTEMPT,
              "escrow the new PIN, then RESET RETRY COUNTER with the PUK on file",
              (Outcome("reset", "PIN reset with the PUK", None,
-                      "The PIN is reset; have the user change it to one only they know.", applet=SMART_CARD),
+                      "{cause}; reset with the PUK; the user must change the new PIN at next login.",
+                      applet=SMART_CARD, resolves="PUK reset"),
               Outcome("no_puk", "No PUK on the token (6A88)", "10", "No PUK is set. Next: Step 10.", applet=SMART_CARD),
               Outcome("wrong_puk", "Wrong PUK, {tries} PUK tries left", "10",
                       "The PUK used is wrong: stop, do not retry; treat the PUK as unknown. Next: Step 10.",
@@ -645,7 +696,8 @@ STEPS: dict[str, Step] = {
         Step("6a", "Unlock the PIN with the admin key", StepKind.SINGLE_ATTEMPT,
              "escrow the new PIN, then GET CHALLENGE, EXTERNAL AUTHENTICATE and UNLOCK PIN",
              (Outcome("unlocked", "PIN unlocked with the admin key", None,
-                      "The PIN is unlocked; have the user change it to one only they know.", applet=SMART_CARD),
+                      "{cause}; unlocked with the admin key; the user must change the new PIN at next login.",
+                      applet=SMART_CARD, resolves="admin-key unlock"),
               Outcome("auth_failed", "Admin key rejected, {tries} unlock tries left", "10",
                       "The admin key was rejected: do not retry with the same key. Check that the record belongs to "
                       "this token ID; without a working key, Step 10.", applet=SMART_CARD),
@@ -689,12 +741,15 @@ STEPS: dict[str, Step] = {
         Step("9", "Reset the FIDO authenticator", StepKind.DESTRUCTIVE,
              "authenticatorReset, then set a new FIDO PIN (escrowed first)",
              (Outcome("reset", "FIDO reset and new PIN set", None,
-                      "FIDO reset; the user must register the key again with every relying party.", applet=FIDO),),
+                      "FIDO reset; the user must register the key again with every relying party.", applet=FIDO,
+                      resolves="FIDO reset"),),
              evaluate=evaluate_fido_reset, action="fido"),
         Step("10", "Reprovision the token", StepKind.DESTRUCTIVE,
              "wipe the token, set a new PIN and PUK (escrowed first)",
              (Outcome("done", "Token reprovisioned", None,
-                      "Token reprovisioned; re-enrol certificates, OTP and FIDO.", applet=SMART_CARD),),
+                      "{cause}; the token was reprovisioned with a new PIN and PUK. Re-enrol certificates, OTP and "
+                      "FIDO; the user must change the new PIN at next login.", applet=SMART_CARD,
+                      resolves="full reprovision"),),
              evaluate=evaluate_reprovision, action="reprovision"),
         Step("11", "Check external authentication", StepKind.SINGLE_ATTEMPT,
              "get a challenge and run EXTERNAL AUTHENTICATE with the admin key on file",
@@ -774,7 +829,8 @@ def evaluate(scan: ScanResult, token: TokenScan | None = None, *,
         outcomes.append(outcome)
         if outcome.notice:
             notices.append(outcome.notice.format_map(facts))
-        verdict = outcome.verdict.format_map(facts)
+        carried = [o.carry for o in outcomes[:-1] if o.carry]
+        verdict = " ".join([*carried, outcome.verdict.format_map(facts)])
 
         last_step = step_id
         step_id = outcome.leads_to
@@ -785,20 +841,41 @@ def evaluate(scan: ScanResult, token: TokenScan | None = None, *,
 
     applet = next((o.applet for o in reversed(outcomes) if o.applet), None)
     not_lockout = outcomes[-1].not_lockout or None if outcomes and step_id is None else None
+    resolved_by = outcomes[-1].resolves or None if outcomes and step_id is None else None
     offered = _offered_steps(context, path, step_id, steps)
-    notices.extend(_offer_notices(context, path))
+    notices.extend(_offer_notices(context, path, step_id))
     full_verdict = " ".join([verdict, *notices]).strip()
     action = steps[step_id].action if step_id is not None else None
-    return RunbookResult(path, last_step, step_id, full_verdict, notices, action, applet, not_lockout, offered)
+    return RunbookResult(path, last_step, step_id, full_verdict, notices, action, applet, not_lockout, offered,
+                         resolved_by)
 
 
-def _offer_notices(context: RunbookContext, path: list[StepTaken]) -> list[str]:
+def puk_state_unknown(token: TokenScan | None) -> bool:
+    """True when the scan could not read the PUK tries, as on a generic PIV key without metadata."""
+    if token is None:
+        return False
+    return token.smartcard.puk.state in (PinState.NOT_READABLE, PinState.UNKNOWN)
+
+
+def _offer_notices(context: RunbookContext, path: list[StepTaken], next_step: str | None) -> list[str]:
     notices = []
     token = context.token
-    if ("3", "fido_complaint") in [(t.step, t.outcome) for t in path] and token is not None:
+    pairs = [(t.step, t.outcome) for t in path]
+    if ("3", "fido_complaint") in pairs and token is not None:
         pin = token.smartcard.pin
         if pin.state is PinState.BLOCKED or pin.remaining == 0:
             notices.append(f"The smart-card PIN is blocked too ({pin.text()}): Step 6 is offered.")
+
+    # The runbook sends a locked PIN to Step 6 first; on a key that does not
+    # report its PUK tries the technician must know that Step 10 may follow.
+    if next_step == "6" and puk_state_unknown(token) and context.findings.puk_reset is None:
+        notices.append("PUK state unknown: this key does not report its PUK tries. "
+                       "Without a PUK on file, Step 10 follows.")
+
+    # A recovery run beside a FIDO or OTP path is not on the path, so the verdict names it.
+    walked = {t.step for t in path}
+    if recovery_succeeded(context.findings) and not walked & {"6", "6a", "10"}:
+        notices.append("The smart-card PIN was recovered in this session.")
     return notices
 
 
@@ -822,13 +899,17 @@ def _offered_steps(context: RunbookContext, path: list[StepTaken], next_step: st
         if all((o.step, o.action) != (step, name) for o in offered):
             offered.append(OfferedStep(step, name, reason))
 
-    if "4" not in walked and pin_usable and (("3", "fido_complaint") in pairs or ("3", "external_auth_complaint") in pairs
+    recovered_now = recovery_succeeded(context.findings)
+    if "4" not in walked and pin_usable and not recovered_now and (("3", "fido_complaint") in pairs or ("3", "external_auth_complaint") in pairs
                                              or ("3", "otp_complaint") in pairs):
         offer("4", "One deliberate smart-card verify; it spends a smart-card try on a complaint about another applet.")
     if ("3", "fido_complaint") in pairs and locked:
         offer("6", "The smart-card PIN is blocked too; reset it with the PUK.")
     if next_step in ("6", "6a"):
-        offer("10", "Full reprovision, only if the PIN cannot be recovered without a wipe.")
+        if next_step == "6" and puk_state_unknown(token):
+            offer("10", "PUK state unknown: without a PUK on file, or if the PUK fails, wipe and reprovision.")
+        else:
+            offer("10", "Full reprovision, only if the PIN cannot be recovered without a wipe.")
     if context.focus == "tap_unknown" and "7" not in walked and ("5", "present") in pairs:
         offer("7", "If the OTP codes are fine, check FIDO2: the tap may be a FIDO2 touch.")
 
@@ -855,12 +936,14 @@ _UNSETTLED = frozenset({"sending", "refused", "lost", "unknown", "not wiped"})
 
 
 def findings_from_session(session, token: TokenScan | None) -> RunbookFindings:
-    """Build the findings of the recovery steps from the session's audit trail for `token`.
+    """Build the findings of the recovery steps from the session's audit trail and events for `token`.
 
-    The latest settled record of each operation counts, so a restarted
-    session continues where the last one stopped. FIDO and OTP come from the
-    scan; the FIDO listing and the external-authentication check are passed
-    in by their features.
+    The latest settled audit record of each operation counts, so a
+    restarted session continues where the last one stopped. A session event
+    with `resolved_by` set counts as a success where the audit trail has no
+    settled record, and is the only source for the FIDO reset. FIDO and OTP
+    come from the scan; the FIDO listing and the external-authentication
+    check are passed in by their features.
     """
     findings = RunbookFindings()
     if token is None or token.token_id is None:
@@ -881,4 +964,13 @@ def findings_from_session(session, token: TokenScan | None) -> RunbookFindings:
         findings.unlock, findings.unlock_tries = record.outcome, record.tries_after
     record = latest(_AUDIT_OPERATIONS["reprovision"])
     findings.reprovisioned = record is not None and record.outcome == "wiped"
+
+    resolved = {event.kind for event in session.events
+                if event.token_id == str(token.token_id) and event.resolved_by}
+    if findings.puk_reset is None and "puk-reset" in resolved:
+        findings.puk_reset = "reset"
+    if findings.unlock is None and "admin-unlock" in resolved:
+        findings.unlock = "unlocked"
+    findings.reprovisioned = findings.reprovisioned or "reprovision" in resolved
+    findings.fido_reset = "fido-reset" in resolved
     return findings
