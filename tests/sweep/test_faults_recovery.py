@@ -246,9 +246,6 @@ def test_new_fido_pin_ctap_fault_at_every_call():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "set_new_fido_pin calls Ctap2(device) (getInfo) before its escrow flow without catching OSError, so a key "
-    "pulled at that moment raises a raw OSError instead of a KeytriageError; nothing is written or set"))
 def test_new_fido_pin_lost_key_raises_typed_error():
     untyped = [f"{where}: raised {type(error).__name__}: {error}" for where, _, _, error in ctap_fault_runs()
                if error is not None]
@@ -316,10 +313,6 @@ def reset_runs():
                 yield where, None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "send_reset catches only CtapError around Ctap2(device) and ctap.reset, so a key pulled during the reset "
-    "raises a raw OSError instead of a FidoResult or ResetError, and the wizard cannot tell the technician "
-    "whether the reset happened"))
 def test_fido_reset_lost_key_raises_typed_error():
     untyped = [f"{where}: raised {type(error).__name__}: {error}" for where, error in reset_runs() if error is not None]
     STATS.add("faults", 8)

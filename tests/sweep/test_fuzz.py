@@ -312,10 +312,6 @@ def ctap_device(rng: random.Random):
     return Device()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "read_fido_state catches only OSError, ValueError and KeytriageError around Ctap2(), ctap.info and "
-    "getPINRetries, but python-fido2 2.2.1 raises IndexError, KeyError, TypeError and struct.error on truncated "
-    "or damaged CBOR (fido2.cbor.decode_from, ClientPin.get_pin_retries), so a damaged reply crashes the caller"))
 def test_fido_state_survives_damaged_ctap():
     from tui.fido.state import FidoState, read_fido_state
 

@@ -452,10 +452,6 @@ def test_vault_token_out_of_errors_and_reprs(vault_with_canary_token, traffic_lo
     assert not hits, "\n".join(hits)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "VaultStore raises EscrowError `from` the hvac or requests exception, and rich prints that cause's frames "
-    "with their locals: requests' `headers` dict holds X-Vault-Token, so a Vault error that reaches Textual's "
-    "crash report shows the token; raising `from None`, or dropping the cause's traceback, would keep it out"))
 def test_vault_error_crash_report_hides_token(vault_with_canary_token):
     from tui.escrow.errors import EscrowError
     from tui.escrow.records import SecretKind

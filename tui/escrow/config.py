@@ -273,8 +273,8 @@ def lookup_token(client: Any) -> TokenInfo:
             # lookup-self is allowed by Vault's default policy, so a 403 here
             # means the token itself is not accepted.
             raise VaultTokenError(f"The Vault token was rejected by GET {api_path}; it is invalid, expired or revoked. Log in to Vault again.",
-                                  api_path=api_path, method="GET") from exc
-        raise error from exc
+                                  api_path=api_path, method="GET") from None
+        raise error from None
     data = response.get("data") or {}
     return TokenInfo(
         display_name=str(data.get("display_name") or "unknown"),
@@ -311,8 +311,8 @@ def _login(config: VaultConfig, method: str, username: str, password: Secret, mo
         error = decode_vault_error(exc, method="POST", api_path=api_path)
         if isinstance(error, (VaultRequestError, VaultPermissionError)):
             raise VaultTokenError(f"Vault {method} login failed for user {username!r} at POST {api_path}: wrong user name or password, or the user is not allowed. Check them and retry.",
-                                  api_path=api_path, method="POST") from exc
-        raise error from exc
+                                  api_path=api_path, method="POST") from None
+        raise error from None
     token = Secret(response["auth"]["client_token"], "Vault token")
     return login_token(config, token)
 

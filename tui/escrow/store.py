@@ -128,7 +128,7 @@ class VaultStore:
         try:
             response = self.client.sys.read_health_status(method="GET")
         except Exception as exc:  # decoded into one typed error
-            raise self._error(exc, "GET", "sys/health") from exc
+            raise self._error(exc, "GET", "sys/health") from None
 
         if isinstance(response, dict):
             status, body = 200, response
@@ -156,7 +156,7 @@ class VaultStore:
         try:
             response = self.client.sys.get_capabilities(paths=paths)
         except Exception as exc:  # decoded into one typed error
-            raise self._error(exc, "POST", "sys/capabilities-self", "update") from exc
+            raise self._error(exc, "POST", "sys/capabilities-self", "update") from None
         data = response.get("data") or response
         result = {}
         for path in paths:
@@ -175,7 +175,7 @@ class VaultStore:
             error = self._error(exc, "GET", acl_path, "read")
             if type(error) is VaultPathError:
                 return None
-            raise error from exc
+            raise error from None
         return parse_metadata(response.get("data") or {})
 
     def write(self, token_id: TokenId | str, kind: SecretKind, record: EscrowRecord, value: Secret, *, cas: int) -> int:
@@ -187,7 +187,7 @@ class VaultStore:
                 path=self._sub_path(token_id, kind), secret=record.to_payload(value), cas=cas, mount_point=self.mount)
         except Exception as exc:  # decoded into one typed error
             error = self._error(exc, "POST", acl_path, capability)
-            raise error from exc
+            raise error from None
         return int(response["data"]["version"])
 
     def read_version(self, token_id: TokenId | str, kind: SecretKind, version: int | None = None) -> tuple[EscrowRecord, Secret, int]:
@@ -199,7 +199,7 @@ class VaultStore:
             response = self.client.secrets.kv.v2.read_secret_version(
                 path=self._sub_path(token_id, kind), version=version, mount_point=self.mount, raise_on_deleted_version=True)
         except Exception as exc:  # decoded into one typed error
-            raise self._error(exc, "GET", acl_path, "read") from exc
+            raise self._error(exc, "GET", acl_path, "read") from None
         data = response["data"]
         payload = data.get("data") or {}
         return EscrowRecord.from_payload(payload), value_from_payload(payload, kind), int(data["metadata"]["version"])
@@ -210,7 +210,7 @@ class VaultStore:
         try:
             self.client.secrets.kv.v2.update_metadata(path=self._sub_path(token_id, kind), custom_metadata=custom, mount_point=self.mount)
         except Exception as exc:  # decoded into one typed error
-            raise self._error(exc, "POST", acl_path, "update") from exc
+            raise self._error(exc, "POST", acl_path, "update") from None
 
     def mount_max_versions(self) -> int | None:
         """Return the mount's max_versions from `<mount>/config`, or None when not readable."""
@@ -220,7 +220,7 @@ class VaultStore:
             error = self._error(exc, "GET", f"{self.mount}/config", "read")
             if isinstance(error, (VaultPermissionError, VaultPathError)):
                 return None
-            raise error from exc
+            raise error from None
         return int((response.get("data") or {}).get("max_versions") or 0)
 
 

@@ -480,9 +480,20 @@ def send_reset(discovery: Any, event: threading.Event, on_keepalive: Callable[[i
                          "Check the key's FIDO interface and retry.")
     try:
         ctap = Ctap2(endpoint.device)
+    except CtapError as exc:
+        return decode_ctap_error(exc, transport=endpoint.transport, reset_window_s=reset_window_s)
+    except OSError as exc:
+        raise ResetError(f"The key stopped answering before the reset was sent ({exc}); nothing was reset. "
+                         "Reinsert it and start the reset again.") from exc
+
+    try:
         ctap.reset(event=event, on_keepalive=on_keepalive)
     except CtapError as exc:
         return decode_ctap_error(exc, transport=endpoint.transport, reset_window_s=reset_window_s)
+    except OSError as exc:
+        # The command may have reached the key before the connection broke.
+        raise ResetError(f"The connection broke while the reset was in progress ({exc}); the key may or may not "
+                         "have been reset. Reinsert it and press f to read its FIDO state before anything else.") from exc
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from tui.fido.discovery import FidoDiscovery, NotAccessible
 
 log = logging.getLogger("keytriage.fido")
+
+# What a broken or damaged authenticator can raise through python-fido2 2.2.1:
+# transport errors (OSError), and for damaged CBOR replies ValueError,
+# IndexError, KeyError, TypeError and struct.error from its decoders.
+DEVICE_ERRORS = (OSError, ValueError, LookupError, TypeError, struct.error, KeytriageError)
 
 AAGUID_NOTE = "identifies the authenticator model, not this key"
 
@@ -167,10 +173,13 @@ def read_fido_state(
         return _failed(state, decode_ctap_error(exc, transport=transport), "getInfo")
     except PermissionError as exc:
         return _permission_failed(state, exc)
-    except (OSError, ValueError, KeytriageError) as exc:
-        return _failed_text(state, f"getInfo failed: {exc}")
+    except DEVICE_ERRORS as exc:
+        return _failed_text(state, f"getInfo failed: {type(exc).__name__}: {exc}")
 
-    _fill_info(state, ctap.info)
+    try:
+        _fill_info(state, ctap.info)
+    except DEVICE_ERRORS as exc:
+        return _failed_text(state, f"getInfo reply could not be read: {type(exc).__name__}: {exc}")
     if state.client_pin_option is None:
         state.pin = FidoPin(
             FidoPinState.NOT_SUPPORTED,
@@ -188,8 +197,8 @@ def read_fido_state(
         return _retries_failed(state, decode_ctap_error(exc, transport=transport))
     except PermissionError as exc:
         return _permission_failed(state, exc)
-    except (OSError, ValueError, KeytriageError) as exc:
-        return _failed_text(state, f"getPINRetries failed: {exc}")
+    except DEVICE_ERRORS as exc:
+        return _failed_text(state, f"getPINRetries failed: {type(exc).__name__}: {exc}")
 
     state.pin = _classify(state.client_pin_option, retries, power_cycle_state, last_pin_result)
     log.debug("FIDO state over %s: %s, retries %s", transport or "unknown transport", state.pin.state.value, retries)
@@ -224,6 +233,10 @@ def _read_retries(ctap: Any) -> tuple[int, bool | None]:
         # list, and getPINRetries needs no shared secret, so protocol 1 serves.
         client_pin = ClientPin(ctap, PinProtocolV1())
     retries, power_cycle_state = client_pin.get_pin_retries()
+    # CTAP defines pinRetries as an unsigned count (8 at most on every key we
+    # know); anything else is a damaged reply, not a number to show.
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 255:
+        raise ValueError(f"getPINRetries returned {retries!r}, not a retry count")
     return retries, None if power_cycle_state is None else bool(power_cycle_state)
 
 
