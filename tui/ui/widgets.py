@@ -1,7 +1,10 @@
 """The panels of the main screen and the plain functions that word their content.
 
-The render functions return plain text, so tests can read it and every state
-is carried by words and numbers. The stylesheet only repeats it in colour.
+The render functions return words and numbers that carry every state, so
+tests can read them. The stylesheet only repeats the state in colour. The
+panel texts are `rich.text.Text` or go into a Static built with
+`markup=False`, because a key hint such as "[u]" or a reader name with
+brackets would otherwise be read as Rich markup and vanish.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from textual.widgets import OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
 from tui.model import ScanResult, Source, TokenScan
-from tui.runbook import STEPS, RunbookResult
+from tui.runbook import STEPS, OfferedStep, RunbookResult
 from tui.ui.actions import all_actions
 
 # Marks in front of runbook lines. Each line also states its outcome in words.
@@ -26,6 +29,11 @@ MARK_NEXT = "▶"
 MARK_NOTICE = "!"
 
 COUNTER_LABEL_WIDTH = 14
+
+
+def lab_banner_text(scenario: str) -> str:
+    """Word the LAB banner, e.g. " LAB pin-locked-puk ": the word LAB carries the mode, not the colour."""
+    return f" LAB {scenario} "
 
 
 def token_key(token: TokenScan) -> str:
@@ -45,19 +53,19 @@ def render_token_option(position: int, token: TokenScan, selected: bool = False)
     return f"{marker} {position} {token.profile.label}\n    {second}"
 
 
-def render_token_detail(token: TokenScan | None) -> str:
+def render_token_detail(token: TokenScan | None) -> Text:
     """Word the reader and ATR of the selected token."""
     if token is None:
-        return ""
+        return Text("")
     atr = token.atr or "not read"
-    return f"Reader: {token.reader}\nATR: {atr}"
+    return Text(f"Reader: {token.reader}\nATR: {atr}")
 
 
 def _counter_line(label: str, value: str) -> str:
     return f"{label:<{COUNTER_LABEL_WIDTH}} {value}"
 
 
-def render_counters(token: TokenScan | None) -> str:
+def render_counters(token: TokenScan | None) -> Text:
     """Word the counters of `token`, most important first.
 
     Smart-card PIN (tries and source), PUK, admin key, FIDO PIN, each
@@ -65,9 +73,9 @@ def render_counters(token: TokenScan | None) -> str:
     The panel scrolls, so the later lines may sit below its fold at 80x24.
     """
     if token is None:
-        return "No token selected."
+        return Text("No token selected.")
     if token.problem is not None:
-        return f"Not readable: {token.problem.check} check failed.\n{token.problem.message}"
+        return Text(f"Not readable: {token.problem.check} check failed.\n{token.problem.message}")
 
     card = token.smartcard
     lines = [
@@ -89,7 +97,7 @@ def render_counters(token: TokenScan | None) -> str:
         chars = "digits" if policy.numeric_only else "characters"
         policy_text = f"{policy.min_length}-{policy.max_length} {chars}"
     lines.append(_counter_line("PIN policy", policy_text))
-    return "\n".join(lines)
+    return Text("\n".join(lines))
 
 
 # CTAP 2.0 and 2.1 set the FIDO PIN retry counter to 8 when a PIN is set, and 8 is its maximum.
@@ -164,57 +172,128 @@ def certificate_counter_lines(certificates, piv_present: bool) -> list[str]:
     return lines
 
 
-def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str], bool]) -> str:
-    """Word the path taken, then the recommended next step with its kind and key.
+def render_runbook_steps(result: RunbookResult | None, has_action: Callable[[str], bool]) -> Text:
+    """Word the runbook panel, most important first.
 
-    `has_action` returns whether the app can already run a step's action, so
-    a key is only shown for an action that exists.
+    The path taken, the recommended next step with its key and cost, the
+    verdict, the locked applet (or why it is no lockout), then the steps
+    offered beside the path. The panel scrolls, so the offered steps may
+    sit below its fold at 80x24. `has_action` returns whether the app can
+    already run an action, so a key is only shown for an action that exists.
     """
     if result is None:
-        return ""
+        return Text("No scan result. Press r to scan.")
 
-    step_zero = STEPS["0"]
-    lines = [f"  0 {step_zero.title}"]
+    text = Text()
+    for line in runbook_path_lines(result, has_action):
+        text.append(line + "\n")
+    text.append(f"{MARK_NEXT} {next_step_line(result, has_action)}\n", style="bold")
+    if result.next_step is not None:
+        text.append(f"    {STEPS[result.next_step].kind.value} step\n")
+
+    text.append("\nVerdict: ", style="bold")
+    text.append(result.verdict or "none yet.")
+    text.append("\n")
+
+    state = runbook_state_line(result)
+    if state:
+        text.append(f"\n{state}\n")
+    if result.offered:
+        text.append("\nAlso possible:\n")
+        for offer in result.offered:
+            text.append(f"  {offered_step_line(offer, has_action)}\n")
+            text.append(f"    {offer.reason}\n")
+    text.rstrip()
+    return text
+
+
+def runbook_path_lines(result: RunbookResult, has_action: Callable[[str], bool]) -> list[str]:
+    """Word each step on the path with its mark, Step 0 once.
+
+    Step 0 is the engine's line once the triage is answered, else a hint
+    with the triage key. A stop that settles nothing gets the stop mark.
+    """
+    lines = []
+    if not result.path or result.path[0].step != "0":
+        step_zero = STEPS["0"]
+        lines.append(f"  0 {step_zero.title}{_key_hint(step_zero.action, has_action)}")
+
     for index, taken in enumerate(result.path):
         last = index == len(result.path) - 1
-        if last and result.stopped:
+        if last and result.stopped and result.resolved_by is None:
             mark = MARK_STOP
         elif taken.outcome == "missing":
             mark = MARK_NOTICE
         else:
             mark = MARK_DONE
         lines.append(f"{mark} {taken.step} {taken.summary}")
+    return lines
 
+
+def next_step_line(result: RunbookResult, has_action: Callable[[str], bool]) -> str:
+    """Word the recommended next step with its key, e.g. "6 Reset the PIN with the PUK [u]"."""
     if result.next_step is not None:
         step = STEPS[result.next_step]
-        key = f" [{_key_for(step.action)}]" if step.action and has_action(step.action) else ""
-        lines.append(f"{MARK_NEXT} {step.id} {step.title}{key}")
-        lines.append(f"    {step.kind.value} step")
+        return f"{step.id} {step.title}{_key_hint(step.action, has_action)}"
+    if result.next_action == "rescan":
+        # Rescan is always bound; the app's check excludes it only because Steps 1 to 3 run by it.
+        return f"Fix the reader or USB, then rescan [{_key_for('rescan')}]"
+    return f"Close the ticket{_key_hint('ticket', has_action)}"
+
+
+def runbook_state_line(result: RunbookResult) -> str:
+    """Word the locked applet and what resolved it, or why it is no lockout; "" while neither is known."""
+    if result.not_lockout:
+        return f"Not a lockout: {result.not_lockout}."
+    if result.applet and result.resolved_by:
+        return f"Locked: {result.applet}, resolved by {result.resolved_by}."
+    if result.applet:
+        return f"Locked: {result.applet}."
+    return ""
+
+
+def offered_step_line(offer: OfferedStep, has_action: Callable[[str], bool]) -> str:
+    """Word an offered step with its key, e.g. "10 Reprovision the token [w]"."""
+    step = STEPS.get(offer.step)
+    if step is not None and (not offer.action or offer.action == step.action):
+        title = step.title
     else:
-        lines.append("  Runbook stopped: no further step.")
-    return "\n".join(lines)
+        title = _label_for(offer.action) or (step.title if step is not None else offer.action)
+    return f"{offer.step} {title}{_key_hint(offer.action, has_action)}"
+
+
+def _key_hint(action: str | None, has_action: Callable[[str], bool]) -> str:
+    return f" [{_key_for(action)}]" if action and has_action(action) else ""
 
 
 def _key_for(action: str) -> str:
     for spec in all_actions():
         if spec.action == action:
-            return spec.keys.split(",")[0]
+            return spec.key_display or spec.keys.split(",")[0]
     return action
 
 
+def _label_for(action: str) -> str:
+    return next((spec.label for spec in all_actions() if spec.action == action), "")
+
+
 class HeaderBar(Horizontal):
-    """One line: the product name, the permanent LAB banner, and the scan state in words."""
+    """One line: the product name, the permanent LAB banner, the Vault state and the scan state in words.
+
+    At 80 columns the LAB banner and the scan state keep their full width;
+    the Vault state takes the rest and is cut with an ellipsis when long.
+    """
 
     def __init__(self, lab_scenario: str | None) -> None:
         super().__init__(id="header")
         self.lab_scenario = lab_scenario
 
     def compose(self) -> ComposeResult:
-        yield Static(" keytriage", id="title")
+        yield Static(" keytriage", id="title", markup=False)
         if self.lab_scenario is not None:
-            yield Static(f" LAB {self.lab_scenario}: simulated key ", id="lab-banner")
-        yield Static("", id="vault-state")
-        yield Static("", id="scan-state")
+            yield Static(lab_banner_text(self.lab_scenario), id="lab-banner", markup=False)
+        yield Static("", id="vault-state", markup=False)
+        yield Static("", id="scan-state", markup=False)
 
     def set_state(self, text: str) -> None:
         """Show the scan state, e.g. "Scanning..." or "Scanned 20:01:02"."""
@@ -264,7 +343,7 @@ class TokensPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield TokenList(id="token-list")
-        yield Static("", id="token-detail")
+        yield Static("", id="token-detail", markup=False)
 
 
 class ActivityLog(RichLog):
