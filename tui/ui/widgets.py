@@ -236,7 +236,7 @@ def next_step_line(result: RunbookResult, has_action: Callable[[str], bool]) -> 
         step = STEPS[result.next_step]
         return f"{step.id} {step.title}{_key_hint(step.action, has_action)}"
     if result.next_action == "rescan":
-        # Rescan is always bound; the app's check excludes it only because Steps 1 to 3 run by it.
+        # The app's has_action leaves out rescan, the action of Steps 1 to 3, but its key is always bound.
         return f"Fix the reader or USB, then rescan [{_key_for('rescan')}]"
     return f"Close the ticket{_key_hint('ticket', has_action)}"
 
