@@ -92,3 +92,14 @@ async def test_error_modal_closes_with_o():
     async with app.run_test() as pilot:
         await pilot.press("o")
     assert app.results == [None]
+
+
+async def test_show_once_ignores_escape():
+    from tui.ui.modals import ShowOnceModal
+
+    app = ModalHost(ShowOnceModal("New PIN", "New PIN", Secret("4711"), "Escrowed at lab/x, version 2."))
+    async with app.run_test() as pilot:
+        await pilot.press("escape")
+        assert app.results == []
+        await pilot.press("d")
+    assert app.results == [None]

@@ -45,15 +45,22 @@ def config_path() -> Path:
 
 
 def load_config_file(path: Path | None = None) -> dict:
-    """Read the TOML config file; a missing file is an empty config.
+    """Read the TOML config file; a missing default file is an empty config.
+
+    A file named by `path` or `KEYTRIAGE_CONFIG` must exist.
 
     Raises `PolicyError` naming the file and the parse error for a broken one.
     """
+    explicit = path is not None or bool(os.environ.get("KEYTRIAGE_CONFIG"))
     path = path or config_path()
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
+        if explicit:
+            # A site that names its config file relies on it (read-only mode,
+            # ID sources): running without it silently would drop those rules.
+            raise PolicyError(f"config file {path} not found. Fix the path (KEYTRIAGE_CONFIG) or create the file.") from None
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"config file {path} is not valid TOML: {exc}. Fix or remove it.") from exc

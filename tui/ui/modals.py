@@ -84,7 +84,7 @@ class ErrorModal(ModalScreen[None]):
     """The one way errors that stop an action are shown: what failed and what to do."""
 
     BINDINGS = [
-        Binding("o,escape,enter", "close", "OK", id="error-close"),
+        Binding("o,q,escape,enter", "close", "OK", id="error-close"),
     ]
 
     def __init__(self, title: str, message: str) -> None:
@@ -189,8 +189,11 @@ class ShowOnceModal(ModalScreen[None]):
     The value is escrowed before this modal opens; the modal says where.
     """
 
+    # Only the letter closes it: an Escape pressed out of habit (or a stray one
+    # from a slow SSH link) must not throw away a value that is never shown again.
     BINDINGS = [
-        Binding("d,escape", "close", "Done", id="show-once-done"),
+        Binding("d", "close", "Done", id="show-once-done"),
+        Binding("escape", "remind", "Done is d", show=False, id="show-once-escape"),
     ]
 
     def __init__(self, title: str, label: str, secret: Secret, note: str) -> None:
@@ -210,6 +213,10 @@ class ShowOnceModal(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = self.title_text
+
+    def action_remind(self) -> None:
+        """Keep the value on screen and say which key closes it."""
+        self.notify("This value is not shown again. Pass it on, then press d to close.", severity="warning")
 
     def action_close(self) -> None:
         """Close and drop the reference to the value."""
