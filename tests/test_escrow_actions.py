@@ -186,6 +186,20 @@ def test_vault_refusal_sends_nothing(lab):
     assert puk_of(backend, reader).matches(b"12345678")
 
 
+def test_crescendo_refused_before_escrow(lab):
+    backend, reader, channel = lab
+    flow = EscrowFlow(MemoryStore(), user="alice")
+
+    with pytest.raises(PolicyError) as raised:
+        set_piv_puk(channel, flow, TOKEN_ID, DEFAULT_PUK, profile="hid-crescendo", ticket="INC-7")
+
+    assert "admin-key unlock" in str(raised.value)
+    assert "6A88" in str(raised.value)
+    assert flow.on_file(TOKEN_ID, SecretKind.PIV_PUK) is None
+    assert channel.exchanges == []
+    assert puk_of(backend, reader).matches(b"12345678")
+
+
 def test_set_puk_through_vault_server(lab):
     backend, reader, channel = lab
     with VaultTestServer() as server:

@@ -16,7 +16,7 @@ from tui.errors import PcscError, PolicyError
 from tui.escrow.errors import EscrowError
 from tui.escrow.flow import ApplyOutcome, EscrowFlow, EscrowResult, SetRequest, TransmitLostError
 from tui.escrow.records import INITIAL_PIN_REASON, Encoding, SecretKind
-from tui.model import TokenId
+from tui.model import Profile, TokenId
 from tui.piv import PIV_AID, PUK_REFERENCE, select_command
 from tui.secret import Secret
 from tui.transport import Channel
@@ -27,6 +27,11 @@ PIV_REFERENCE_LENGTH = 8  # PIV PIN and PUK blocks are 8 bytes, right-padded wit
 PIV_MIN_LENGTH = 6
 GENERATED_PUK_DIGITS = 8
 SET_PUK_REASON = "PUK set where none was on file"
+NO_PUK_COMMAND_MESSAGE = (
+    "An HID Crescendo has no public command to change its PUK (CHANGE REFERENCE DATA for reference 81 returns "
+    "6A88), so no PUK was generated or escrowed. To recover a blocked smart-card PIN on this key, use the "
+    "admin-key unlock instead."
+)
 PUK_CHECK_HINT = (
     "On a YubiKey with firmware 5.3 or later, GET METADATA for the PUK (reference 81) shows the tries left and whether "
     "the default PUK is still set, without spending a try. Otherwise the candidate can only be checked by spending a "
@@ -73,11 +78,16 @@ def set_piv_puk(channel: Channel, flow: EscrowFlow, token_id: TokenId | str, old
 
     `old_puk` is the PUK the token contains now (typed by the technician, or the
     documented default). `new_puk` defaults to a generated one. Raises
-    `PolicyError` before anything is written when a PUK is already on file
-    (unless `allow_on_file`) or a value has the wrong length. After a CONFLICT
+    `PolicyError` before anything is written when the profile has no public
+    PUK command (HID Crescendo), a PUK is already on file (unless
+    `allow_on_file`) or a value has the wrong length. After a CONFLICT
     result, pass its `conflict.current_version` as `confirmed_version` once the
     technician confirms.
     """
+    # Checked before any escrow write: a Crescendo would answer 6A88 and leave a failed record behind.
+    if profile == Profile.HID_CRESCENDO.value:
+        raise PolicyError(NO_PUK_COMMAND_MESSAGE)
+
     new_puk = new_puk or generate_piv_puk()
     pad_piv_reference(old_puk)
     pad_piv_reference(new_puk)
