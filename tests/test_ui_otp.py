@@ -24,10 +24,11 @@ EXTERNAL_AUTHENTICATE = bytes.fromhex("0082")
 GET_CHALLENGE = bytes.fromhex("0084")
 
 
-def lab_app(scenario: str) -> KeytriageApp:
+def lab_app(scenario: str, *, read_only: bool = False) -> KeytriageApp:
     from tui.lab.backend import LabBackend
 
-    return KeytriageApp(lambda: LabBackend(scenario), SiteSettings(), lab_scenario=scenario, clock=fixed_clock)
+    settings = SiteSettings(read_only=read_only)
+    return KeytriageApp(lambda: LabBackend(scenario), settings, lab_scenario=scenario, clock=fixed_clock)
 
 
 async def scan_done(pilot) -> None:
@@ -83,7 +84,7 @@ async def test_o_lists_slots_without_generating():
         assert "mode HOTP, algorithm SHA-1, digits 6, counter 1042" in listing
         assert "OTP slot 2: empty" in listing
         assert "likely HOTP counter drift" in listing
-        assert "[g] Generate one HOTP code" in text_of(screen, "#otp-keys")
+        assert "[g] Generate one code to submit" in text_of(screen, "#otp-keys")
         assert recording == []
         assert app.session.events[-1].applet == "OATH"
 
@@ -109,7 +110,7 @@ async def test_generate_one_code_shown_once():
     async with app.run_test(size=(80, 24)) as pilot:
         await scan_done(pilot)
         recording = lab_card(app).start_recording()
-        await pilot.press("o", "g", "g")
+        await pilot.press("o", "g", "y")
         await wait_for(pilot, lambda: isinstance(app.screen, ShowOnceModal), "the code shown")
         code = hotp(RFC_4226_SEED, 1042)
         assert app.screen._secret.reveal() == code
@@ -129,6 +130,43 @@ async def test_generate_one_code_shown_once():
         assert "counter advanced by one" in text_of(app.screen, "#otp-status")
 
 
+async def test_generate_confirm_key_differs():
+    app = lab_app("otp-drift")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        await pilot.press("o", "g", "g")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)
+        assert app.screen.confirm_key == "y"
+        assert recording == []
+        assert button_slot(app).config.counter == 1042
+
+
+async def test_generate_hidden_read_only():
+    app = lab_app("otp-drift", read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        await pilot.press("o")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, OtpSlotsScreen)
+        assert "[g]" not in text_of(screen, "#otp-keys")
+        assert text_of(screen, "#otp-status").startswith("read-only mode: generating an HOTP code is disabled")
+        assert screen.check_action("generate", ()) is False
+
+        await pilot.press("g", "y")
+        await pilot.pause()
+        assert app.screen is screen
+        screen.action_generate()
+        await pilot.pause()
+        assert app.screen is screen
+        assert text_of(screen, "#otp-status").startswith("read-only mode:")
+        assert recording == []
+        assert button_slot(app).config.counter == 1042
+
+
 async def test_generate_waits_for_button():
     app = lab_app("otp-drift")
     async with app.run_test(size=(80, 24)) as pilot:
@@ -136,7 +174,7 @@ async def test_generate_waits_for_button():
         slot = button_slot(app)
         slot.needs_button = True
         recording = lab_card(app).start_recording()
-        await pilot.press("o", "g", "g")
+        await pilot.press("o", "g", "y")
         await wait_for(pilot, lambda: "Press the key's button" in text_of(app.screen, "#otp-status"),
                        "the button prompt")
         assert not isinstance(app.screen, ShowOnceModal)
@@ -153,7 +191,7 @@ async def test_generate_cancel_while_waiting():
     async with app.run_test(size=(80, 24)) as pilot:
         await scan_done(pilot)
         button_slot(app).needs_button = True
-        await pilot.press("o", "g", "g")
+        await pilot.press("o", "g", "y")
         await wait_for(pilot, lambda: "Press the key's button" in text_of(app.screen, "#otp-status"),
                        "the button prompt")
         await pilot.press("c")
@@ -219,6 +257,28 @@ async def test_x_stale_key_fails_once():
         await pilot.pause()
         assert app.screen is screen
         assert len(sent(recording, EXTERNAL_AUTHENTICATE)) == 1
+
+
+async def test_x_hidden_read_only():
+    app = lab_app("xauth-stale", read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        await pilot.press("x")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ExternalAuthScreen)
+        assert "[t]" not in text_of(screen, "#xauth-keys")
+        assert text_of(screen, "#xauth-status").startswith("read-only mode: the admin-key test is disabled")
+        assert screen.check_action("test_key", ()) is False
+
+        await pilot.press("t")
+        await pilot.pause()
+        assert app.screen is screen
+        screen.action_test_key()
+        await pilot.pause()
+        assert app.screen is screen
+        assert recording == []
 
 
 async def test_x_right_key_functional():

@@ -132,6 +132,18 @@ def format_guidance(token: TokenScan) -> list[str]:
     return lines
 
 
+def is_read_only(app: Any) -> bool:
+    """True when the site runs keytriage read-only (`[site] read_only = true`)."""
+    return bool(getattr(app.settings, "read_only", False))
+
+
+READ_ONLY_GENERATE = ("read-only mode: generating an HOTP code is disabled, because it advances the token's counter "
+                      "([site] read_only = true).")
+READ_ONLY_XAUTH = ("read-only mode: the admin-key test is disabled, because a wrong key can spend an unlock try "
+                   "([site] read_only = true).")
+GENERATE_CONFIRM_KEY = "y"
+
+
 def can_generate(token: TokenScan) -> bool:
     """True when one HOTP code can be generated: an HID Crescendo whose button slot is present and not empty."""
     if token.profile is not Profile.HID_CRESCENDO or token.otp is None:
@@ -149,7 +161,12 @@ class ButtonPrompted(Message):
 
 
 class OtpSlotsScreen(ModalScreen[None]):
-    """Step 5: the OTP slot listing, the drift guidance, and the confirmed one-code HOTP generation."""
+    """Step 5: the OTP slot listing, the drift guidance, and the confirmed one-code HOTP generation.
+
+    Generating is a deliberate action with a cost (one counter step), so it is
+    confirmed with another key than the one that opens the confirmation, and it
+    is hidden and rejected in read-only mode.
+    """
 
     DEFAULT_CSS = SCREEN_CSS
     BINDINGS = [
@@ -171,11 +188,15 @@ class OtpSlotsScreen(ModalScreen[None]):
             lines.append("")
             lines.extend(guidance)
         keys = "[n] Close"
+        status = ""
         if can_generate(self.token):
-            keys = "[g] Generate one HOTP code (advances the counter)    " + keys
+            if is_read_only(self.app):
+                status = READ_ONLY_GENERATE
+            else:
+                keys = "[g] Generate one code to submit (costs a counter step)    " + keys
         with Vertical(classes="modal-dialog otp-dialog"):
             yield VerticalScroll(Static("\n".join(lines), id="otp-listing", markup=False), classes="otp-content")
-            yield Static("", id="otp-status", classes="otp-status", markup=False)
+            yield Static(status, id="otp-status", classes="otp-status", markup=False)
             yield Static(keys, id="otp-keys", classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
@@ -183,6 +204,12 @@ class OtpSlotsScreen(ModalScreen[None]):
 
     def _status(self, text: str) -> None:
         self.query_one("#otp-status", Static).update(text)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the generate binding in read-only mode."""
+        if action == "generate" and is_read_only(self.app):
+            return False
+        return True
 
     def action_close(self) -> None:
         """Close, unless a generation is running (cancel it with c first)."""
@@ -201,18 +228,22 @@ class OtpSlotsScreen(ModalScreen[None]):
         """Ask to confirm, then generate one HOTP code on the button slot."""
         if self.generating:
             return
+        if is_read_only(self.app):
+            self._status(READ_ONLY_GENERATE)
+            return
         if not can_generate(self.token):
             self._status("Generating a code is available for an HID Crescendo key whose OTP slot 1 is present.")
             return
         body = (
             f"This sends HOTP AUTHENTICATE to OTP slot {HID_BUTTON_SLOT} of {token_label(self.token)}.\n\n"
             "It advances the token's HOTP counter by one, which widens a counter drift if the code is not "
-            "submitted to the validation server. Generate a code only when you will use it, for example "
-            "as the first code of a resynchronisation.\n\n"
+            "submitted to the validation server. Generate a code only when you will submit it, for example "
+            "as the first code of a resynchronisation; never generate one just to test the key.\n\n"
             "The key may wait for its button: ask the user to press it when the screen says so. "
             "The code is shown once and is never logged."
         )
-        self.app.push_screen(ConfirmModal("Generate one HOTP code", body, confirm_key="g", confirm_label="Generate"),
+        self.app.push_screen(ConfirmModal("Generate one HOTP code", body, confirm_key=GENERATE_CONFIRM_KEY,
+                                          confirm_label="Generate"),
                              self._confirmed)
 
     def _confirmed(self, confirmed: bool | None) -> None:
@@ -299,9 +330,10 @@ class ExternalAuthScreen(ModalScreen[None]):
             with VerticalScroll(classes="otp-content"):
                 yield Static(self._state_text(), id="xauth-state", markup=False)
                 yield Static("", id="xauth-result", markup=False)
-            yield Static("", id="xauth-status", classes="otp-status", markup=False)
-            yield Static("[t] Test the admin key (typed, one EXTERNAL AUTHENTICATE)    [n] Close", classes="modal-keys",
-                         markup=False)
+            status = READ_ONLY_XAUTH if is_read_only(self.app) else ""
+            keys = "[t] Test the admin key (typed, one EXTERNAL AUTHENTICATE)    [n] Close"
+            yield Static(status, id="xauth-status", classes="otp-status", markup=False)
+            yield Static("[n] Close" if status else keys, id="xauth-keys", classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = f"External auth (Step 11): {token_label(self.token)}"
@@ -329,6 +361,12 @@ class ExternalAuthScreen(ModalScreen[None]):
     def _status(self, text: str) -> None:
         self.query_one("#xauth-status", Static).update(text)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the admin-key test in read-only mode."""
+        if action == "test_key" and is_read_only(self.app):
+            return False
+        return True
+
     def action_close(self) -> None:
         """Close, unless a test is running."""
         if self.testing:
@@ -339,6 +377,9 @@ class ExternalAuthScreen(ModalScreen[None]):
     def action_test_key(self) -> None:
         """Ask for the key (after a warning when a test already failed), then test it once."""
         if self.testing:
+            return
+        if is_read_only(self.app):
+            self._status(READ_ONLY_XAUTH)
             return
         token = self.token
         if token.profile is not Profile.HID_CRESCENDO:
