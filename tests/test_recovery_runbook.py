@@ -55,8 +55,10 @@ def test_admin_key_on_file_scenario(tmp_path):
                key_source=AdminKeySource.ESCROW, new_pin=Secret("58302716"))
     after = walk(lab)
 
-    # The rescan shows the PIN healthy again, so the runbook no longer walks Step 6.
-    assert after.pairs[-1] == ("3", "tries_left")
+    # The rescan shows the PIN healthy again; the path ends at the unlock, and
+    # the next thing to do is closing the ticket, not another verify.
+    assert after.pairs[-1] == ("6a", "unlocked")
+    assert after.next_action == "ticket"
     assert findings_from_session(lab.session, lab.token).unlock == "unlocked"
 
 

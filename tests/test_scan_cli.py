@@ -14,7 +14,7 @@ from tui.model import PcscProblem
 
 @pytest.fixture(autouse=True)
 def no_site_config(tmp_path, monkeypatch):
-    monkeypatch.setenv("KEYTRIAGE_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("KEYTRIAGE_CONFIG", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -217,7 +217,7 @@ async def test_lab_banner_names_scenario(make_app):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
 
-        assert text_of(app, "#lab-banner").strip() == "LAB healthy: simulated key"
+        assert text_of(app, "#lab-banner").strip() == "LAB healthy"
         assert any("LAB mode: scenario healthy" in line for line in app.activity.entries)
 
 
@@ -336,7 +336,7 @@ def test_unknown_lab_scenario_exits_2(monkeypatch, capsys):
         raise AssertionError("the TUI must not start for an unknown scenario")
 
     monkeypatch.setattr(KeytriageApp, "run", never_run)
-    monkeypatch.setenv("KEYTRIAGE_CONFIG", "/nonexistent/keytriage.toml")
+    monkeypatch.delenv("KEYTRIAGE_CONFIG", raising=False)
     # main() would otherwise detach the keytriage logger for the rest of the session.
     monkeypatch.setattr("tui.cli.configure_logging", lambda *args, **kwargs: None)
 
@@ -370,7 +370,7 @@ def test_known_lab_scenario_starts_app(monkeypatch):
     from tui.ui.run import run_tui
 
     started = []
-    monkeypatch.setenv("KEYTRIAGE_CONFIG", "/nonexistent/keytriage.toml")
+    monkeypatch.delenv("KEYTRIAGE_CONFIG", raising=False)
     monkeypatch.setattr(KeytriageApp, "run", lambda self, *a, **k: started.append(self.lab_scenario) or 0)
 
     assert run_tui(argparse.Namespace(lab="healthy")) == 0
@@ -389,7 +389,8 @@ def test_start_without_lab_skips_lab_import(tmp_path):
         "lab = {'tui.lab.scenarios', 'tui.lab.backend', 'tui.lab.card'} & set(sys.modules)\n"
         "print(code, sorted(lab))\n"
     )
-    env = {**os.environ, "KEYTRIAGE_CONFIG": str(tmp_path / "none.toml")}
+    (tmp_path / "empty.toml").write_text("")
+    env = {**os.environ, "KEYTRIAGE_CONFIG": str(tmp_path / "empty.toml")}
     out = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY, env=env,
                          capture_output=True, text=True, timeout=60)
 

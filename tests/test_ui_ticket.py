@@ -482,7 +482,7 @@ def test_run_tui_prints_ticket_and_traces(monkeypatch, tmp_path, capsys):
 
     trace = tmp_path / "tui.trace"
     ticket = tmp_path / "ticket.txt"
-    monkeypatch.setenv("KEYTRIAGE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("KEYTRIAGE_CONFIG", raising=False)
     seen = {}
 
     async def drive(self):
@@ -520,7 +520,7 @@ def test_run_tui_prints_ticket_and_traces(monkeypatch, tmp_path, capsys):
 def test_run_tui_bad_trace_path_exits_2(monkeypatch, tmp_path, capsys):
     from tui.ui.run import run_tui
 
-    monkeypatch.setenv("KEYTRIAGE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("KEYTRIAGE_CONFIG", raising=False)
     monkeypatch.setattr(KeytriageApp, "run", lambda self, *a, **k: pytest.fail("the TUI must not start"))
 
     code = run_tui(argparse.Namespace(lab=None, trace=str(tmp_path / "no-dir" / "t.trace"), ticket_file=None))

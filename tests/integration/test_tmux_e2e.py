@@ -24,7 +24,9 @@ SCREEN_WAIT_S = 20.0
 
 
 def isolated_env(tmp_path) -> dict[str, str]:
-    """Return an environment whose XDG directories are private to the test."""
+    """Return an environment whose XDG directories are private to the test, with an empty config file."""
+    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config" / "none.toml").write_text("")
     return {
         **os.environ,
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
