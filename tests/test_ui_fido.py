@@ -180,6 +180,7 @@ async def test_wizard_end_to_end_with_lab_controls():
         await pilot.press("i")
         await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
         assert "TOUCH THE KEY" in text(screen, "#wizard-title")
+        assert text(screen, "#wizard-countdown") == "Touch the key now (up to 30 s)."
         await pilot.press("t")
         await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
 
@@ -187,7 +188,7 @@ async def test_wizard_end_to_end_with_lab_controls():
         assert lab.authenticator.credentials == []
         events = [event for event in lab.app.session.events if event.kind == "fido-reset"]
         assert events[0].user_actions == ["re-register the key with every relying party"]
-        assert "[n] type a new FIDO PIN" in text(screen, "#wizard-keys")
+        assert "[p] type a new FIDO PIN" in text(screen, "#wizard-keys")
 
         await pilot.press("g")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, ShowOnceModal), "the new PIN")
@@ -198,6 +199,11 @@ async def test_wizard_end_to_end_with_lab_controls():
         assert lab.authenticator.pin_is_set
         assert lab.authenticator.pin_hash == __import__("hashlib").sha256(value.reveal_text().encode()).digest()[:16]
         await pilot.press("d")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, "the wizard again")
+
+        # The hidden confirmation field must not take the focus back and swallow b.
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, FidoScreen), "the FIDO screen")
 
 
 async def test_wizard_shows_too_late_refusal():
@@ -269,7 +275,7 @@ async def test_new_pin_on_key_without_one_warns_first():
     lab = LabSetup("fido-not-set")
     async with lab.app.run_test(size=(80, 24)) as pilot:
         screen = await open_fido(pilot)
-        await pilot.press("n")
+        await pilot.press("p")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), "the warning")
         assert "cannot be removed again without a FIDO reset" in str(pilot.app.screen.query_one(".modal-body").render())
         await pilot.press("s")
@@ -281,6 +287,49 @@ async def test_new_pin_on_key_without_one_warns_first():
         record, _, _ = lab.store.read_version(str(lab.app.selected_token().token_id), SecretKind.FIDO_PIN)
         assert record.state is RecordState.APPLIED
         assert "24681357" not in lab.app.session.audit.path.read_text()
+
+
+async def test_read_only_hides_fido_writes():
+    lab = LabSetup("fido-healthy", SiteSettings(read_only=True))
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+        assert text(screen, "#fido-status").startswith("read-only mode:")
+        for action in ("list_credentials", "reset_wizard", "new_pin"):
+            assert screen.check_action(action, ()) is False
+        assert screen.check_action("reread", ()) is True
+
+        # The keys do nothing, and the actions reject when called directly.
+        await pilot.press("l", "w", "p", "g")
+        await settle(pilot)
+        assert pilot.app.screen is screen
+        screen.action_list_credentials()
+        screen.action_reset_wizard()
+        screen.action_new_pin(True)
+        await settle(pilot)
+        assert pilot.app.screen is screen
+        assert text(screen, "#fido-status").startswith("read-only mode:")
+        assert lab.pins_sent() == 0
+        assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
+
+
+async def test_read_only_wizard_sends_nothing():
+    lab = LabSetup("fido-blocked", SiteSettings(read_only=True))
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        fido_screen = await open_fido(pilot)
+        # The w key is hidden in read-only mode, so the wizard is opened directly to test its own guard.
+        wizard_screen = ResetWizardScreen(fido_screen.token_key)
+        await pilot.app.push_screen(wizard_screen)
+        await settle(pilot)
+        assert wizard_screen.check_action("confirm", ()) is False
+        assert wizard_screen.check_action("new_pin", ()) is False
+        assert "[y]" not in text(wizard_screen, "#wizard-keys")
+        assert text(wizard_screen, "#wizard-message").startswith("read-only mode:")
+
+        wizard_screen.query_one("#wizard-confirmation").value = "RESET"
+        wizard_screen.action_confirm()
+        await settle(pilot)
+        assert wizard_screen.wizard.step is ResetStep.INTRO
+        assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
 
 
 # --- snapshots at 80x24 ------------------------------------------------------------------------------

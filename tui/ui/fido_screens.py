@@ -37,6 +37,20 @@ log = logging.getLogger("keytriage.ui")
 
 POLL_INTERVAL_S = 0.2
 OVERRIDE_WORD = "OVERRIDE"
+# CTAP2 authenticators wait about 30 s for the touch that confirms a reset (YubiKey documentation).
+TOUCH_WAIT_S = 30
+
+# Actions that change the key or spend a FIDO PIN try; read-only mode hides and rejects them.
+FIDO_WRITE_ACTIONS = frozenset({"list_credentials", "reset_wizard", "new_pin"})
+WIZARD_WRITE_ACTIONS = frozenset({"confirm", "again", "new_pin"})
+READ_ONLY_FIDO = ("read-only mode: the credential list (spends a FIDO PIN try), the reset wizard and a new FIDO PIN "
+                  "are disabled ([site] read_only = true).")
+READ_ONLY_WIZARD = "read-only mode: the FIDO reset and a new FIDO PIN are disabled ([site] read_only = true)."
+
+
+def is_read_only(app: Any) -> bool:
+    """True when the site runs keytriage read-only (`[site] read_only = true`)."""
+    return bool(getattr(app.settings, "read_only", False))
 
 GUIDANCE = (
     "Step 7: getInfo clientPin is the authoritative signal. false: no FIDO PIN, no lockout possible, so a "
@@ -126,7 +140,7 @@ class FidoScreen(Screen):
         Binding("r", "reread", "Re-read FIDO state", id="fido-reread"),
         Binding("l", "list_credentials", "List credentials", id="fido-list"),
         Binding("w", "reset_wizard", "Reset wizard", id="fido-reset-wizard"),
-        Binding("n", "new_pin(False)", "Type new PIN", id="fido-new-pin"),
+        Binding("p", "new_pin(False)", "Type new PIN", id="fido-new-pin"),
         Binding("g", "new_pin(True)", "Generate PIN", id="fido-generate-pin"),
         Binding("b,escape", "back", "Back", id="fido-back"),
     ]
@@ -148,6 +162,8 @@ class FidoScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#fido-body").border_title = "FIDO2 (Steps 7-9)"
+        if is_read_only(self.app):
+            self.query_one("#fido-status", Static).update(READ_ONLY_FIDO)
         self.refresh_view()
         if self.app.fido_state_for(self.token_key) is None:
             self.action_reread()
@@ -176,6 +192,18 @@ class FidoScreen(Screen):
 
     # -- actions ---------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the actions that change the key or spend a try in read-only mode."""
+        if action in FIDO_WRITE_ACTIONS and is_read_only(self.app):
+            return False
+        return True
+
+    def _refuse_read_only(self) -> bool:
+        if not is_read_only(self.app):
+            return False
+        self.say(READ_ONLY_FIDO)
+        return True
+
     def action_back(self) -> None:
         """Return to the main screen."""
         if self.busy:
@@ -190,11 +218,15 @@ class FidoScreen(Screen):
 
     def action_list_credentials(self) -> None:
         """List credentials with the user's FIDO PIN: the session's one attempt."""
+        if self._refuse_read_only():
+            return
         if self._start("Credential list: checking the FIDO state first..."):
             self._list_worker()
 
     def action_reset_wizard(self) -> None:
         """Open the guided FIDO reset; nothing is sent before its typed confirmation."""
+        if self._refuse_read_only():
+            return
         token = self.token
         if token is None:
             self.say("The token is not in the last scan; press b, rescan, then open FIDO again.")
@@ -203,6 +235,8 @@ class FidoScreen(Screen):
 
     def action_new_pin(self, generated: bool) -> None:
         """Set a new FIDO PIN on a key without one, escrowed before it is sent."""
+        if self._refuse_read_only():
+            return
         if self._start("New FIDO PIN: checking the key..."):
             self._new_pin_worker(generated, explain_permanence=True)
 
@@ -333,9 +367,9 @@ class ResetWizardScreen(Screen):
         Binding("y", "confirm", "Start reset", id="wizard-confirm"),
         Binding("c,escape", "cancel", "Cancel", id="wizard-cancel"),
         Binding("a", "again", "Try again", id="wizard-again"),
-        Binding("n", "new_pin(False)", "Type new PIN", id="wizard-new-pin"),
+        Binding("p", "new_pin(False)", "Type new PIN", id="wizard-new-pin"),
         Binding("g", "new_pin(True)", "Generate PIN", id="wizard-generate-pin"),
-        Binding("b", "back", "Back", id="wizard-back"),
+        Binding("b,n", "back", "Back", id="wizard-back"),
         Binding("x", "lab_remove", "LAB remove", id="wizard-lab-remove"),
         Binding("i", "lab_insert", "LAB insert", id="wizard-lab-insert"),
         Binding("t", "lab_touch", "LAB touch", id="wizard-lab-touch"),
@@ -349,6 +383,7 @@ class ResetWizardScreen(Screen):
         self.polling = False
         self.buttons: list[Any] = []
         self._recorded = False
+        self._pin_flow_running = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="wizard-title", classes="fido-title", markup=False)
@@ -390,12 +425,17 @@ class ResetWizardScreen(Screen):
         self.query_one("#wizard-title", Static).update(f"FIDO reset of {wizard.token_label}: {STEP_TITLES[step]}")
         intro = step in (ResetStep.INTRO, ResetStep.REFUSED)
         self.query_one("#wizard-wipe").display = intro
-        self.query_one("#wizard-confirmation").display = intro
-        self.query_one("#wizard-typed-id").display = intro and wizard.token_id is None
+        for field_id, shown in (("#wizard-confirmation", intro), ("#wizard-typed-id", intro and wizard.token_id is None)):
+            field = self.query_one(field_id, Input)
+            field.display = shown
+            # A hidden field must not take the focus back (after a modal closes), or it eats b and n.
+            field.disabled = not shown
         prompt = (f"Type {wizard.confirmation_hint}" + (" and the ID printed on the key" if wizard.token_id is None else "")
                   + ", press Enter, then y.") if intro else ""
         self.query_one("#wizard-prompt", Static).update(prompt)
         message = "" if step is ResetStep.INTRO and wizard.message == WIPE_TEXT else wizard.message
+        if intro and is_read_only(self.app):
+            message = READ_ONLY_WIZARD
         self.query_one("#wizard-message", Static).update(message)
         self.query_one("#wizard-countdown", Static).update(self._countdown_text())
         self.query_one("#wizard-keys", Static).update(self._keys_text())
@@ -407,6 +447,9 @@ class ResetWizardScreen(Screen):
         left = wizard.seconds_left()
         if wizard.step is ResetStep.WAIT_INSERT:
             return f"Waiting for the key. The key allows the reset only within {wizard.window_s:g} s of insertion."
+        if wizard.step in (ResetStep.SENDING, ResetStep.WAIT_TOUCH):
+            # The insertion window closed once the reset went out; the key now waits for its touch.
+            return f"Touch the key now (up to {TOUCH_WAIT_S} s)."
         if left is not None:
             return f"Within {wizard.window_s:g} s of insertion: {left:.0f} s left"
         return ""
@@ -414,13 +457,17 @@ class ResetWizardScreen(Screen):
     def _keys_text(self) -> str:
         step = self.wizard.step
         if step in (ResetStep.INTRO, ResetStep.REFUSED):
+            if is_read_only(self.app):
+                return "[c] cancel"
             return "[y] start (after Enter)   [c] cancel"
         if step in (ResetStep.WAIT_REMOVE, ResetStep.WAIT_INSERT, ResetStep.CHECKING):
             return "[c] cancel (nothing sent yet)"
         if step in (ResetStep.SENDING, ResetStep.WAIT_TOUCH):
             return "[c] cancel (asks the key to stop)"
         if step is ResetStep.DONE:
-            return "[n] type a new FIDO PIN   [g] generate one   [b] back"
+            if is_read_only(self.app):
+                return "[b] back"
+            return "[p] type a new FIDO PIN   [g] generate one   [b] back"
         if step is ResetStep.FAILED:
             return "[a] try again (remove and re-insert)   [b] back"
         return "[b] back"
@@ -456,8 +503,22 @@ class ResetWizardScreen(Screen):
         # Enter leaves the field, so y reaches the screen.
         self.set_focus(None)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the reset and the new-PIN keys in read-only mode."""
+        if action in WIZARD_WRITE_ACTIONS and is_read_only(self.app):
+            return False
+        return True
+
+    def _refuse_read_only(self) -> bool:
+        if not is_read_only(self.app):
+            return False
+        self.query_one("#wizard-message", Static).update(READ_ONLY_WIZARD)
+        return True
+
     def action_confirm(self) -> None:
         """Check the typed confirmation and arm the wizard (presence read on the device thread)."""
+        if self._refuse_read_only():
+            return
         if self.wizard.step not in (ResetStep.INTRO, ResetStep.REFUSED):
             return
         typed = self.query_one("#wizard-confirmation", Input).value
@@ -486,11 +547,16 @@ class ResetWizardScreen(Screen):
 
     def action_again(self) -> None:
         """Arm the wizard again after a failed reset."""
+        if self._refuse_read_only():
+            return
         self.wizard.retry()
         self.refresh_view()
 
     def action_back(self) -> None:
-        """Leave the wizard, unless a reset is in flight."""
+        """Leave the wizard, unless a reset is in flight or a new FIDO PIN is being set."""
+        if self._pin_flow_running:
+            self.query_one("#wizard-message", Static).update("A new FIDO PIN is being set; wait for its outcome.")
+            return
         if self.wizard.step in (ResetStep.SENDING, ResetStep.WAIT_TOUCH, ResetStep.CHECKING):
             self.query_one("#wizard-message", Static).update("A reset is in flight: press c to cancel it first.")
             return
@@ -501,8 +567,11 @@ class ResetWizardScreen(Screen):
 
     def action_new_pin(self, generated: bool) -> None:
         """After a reset, set a new FIDO PIN (escrowed first)."""
-        if self.wizard.step is not ResetStep.DONE:
+        if self._refuse_read_only():
             return
+        if self.wizard.step is not ResetStep.DONE or self._pin_flow_running:
+            return
+        self._pin_flow_running = True
         self._new_pin_worker(generated)
 
     @work(group="fido-wizard", exit_on_error=False)
@@ -515,6 +584,9 @@ class ResetWizardScreen(Screen):
             await self.app.fido_new_pin_flow(self.token_key, generated, explain_permanence=False, say=say)
         except KeytriageError as error:
             await self.app.push_screen_wait(ErrorModal("New FIDO PIN", str(error)))
+        finally:
+            self._pin_flow_running = False
+            self.set_focus(None)
 
     def action_lab_remove(self) -> None:
         """LAB: pull the simulated key out of its reader."""
