@@ -802,3 +802,29 @@ def test_findings_from_audit_reset_outcome(tmp_path):
     assert findings.puk_reset == "reset"
     assert findings.puk_tries == 10
     assert run(token, puk_reset=findings.puk_reset).pairs[-1] == ("6", "reset")
+
+
+def test_blocked_fido_found_without_step0_goes_to_fido():
+    from tui.lab.backend import LabBackend
+    from tui.runbook import evaluate
+    from tui.scan import scan_all
+    from tui.settings import SiteSettings
+
+    for scenario in ("fido-blocked", "fido-auth-blocked"):
+        result = scan_all(LabBackend(scenario), SiteSettings())
+        token = result.tokens[0]
+        runbook = evaluate(result, token)
+        assert ("3", "fido_locked_found") in runbook.pairs, scenario
+        assert ("4", "ok") not in runbook.pairs, scenario
+        assert runbook.next_step != "4", scenario
+        assert runbook.applet == "FIDO", scenario
+
+
+def test_healthy_fido_keeps_step4_without_step0():
+    from tui.lab.backend import LabBackend
+    from tui.runbook import evaluate
+    from tui.scan import scan_all
+    from tui.settings import SiteSettings
+
+    result = scan_all(LabBackend("wrong-pin"), SiteSettings())
+    assert evaluate(result, result.tokens[0]).next_step == "4"

@@ -375,6 +375,15 @@ def evaluate_pin_state(context: RunbookContext) -> Finding:
     if locked:
         return Finding("locked", facts)
 
+    # Step 0 unanswered ("if the user can't describe it, the token's state will
+    # narrow it down"): a FIDO PIN the scan found blocked is the lockout, so the
+    # path goes to the FIDO steps instead of spending a smart-card try.
+    if focus in ("", "unknown") and findings.verify is None and not recovery_succeeded(findings):
+        fido_pin = _fido_pin_blocked(token)
+        if fido_pin is not None:
+            facts["fido_pin"] = fido_pin
+            return Finding("fido_locked_found", facts)
+
     # The rescan after a successful recovery shows a usable PIN, so the path
     # goes to the recovery step that settled the lockout instead of Step 4.
     # A wrong or blocked verify already leads there through Step 4.
@@ -498,6 +507,19 @@ def evaluate_admin_unlock(context: RunbookContext) -> Finding | None:
         "no_admin_key": "no_admin_key",
     }.get(findings.unlock)
     return Finding(outcome, facts) if outcome else None
+
+
+def _fido_pin_blocked(token: TokenScan) -> str | None:
+    """Return the FIDO PIN text when the scan found it blocked (temporarily or for good), else None."""
+    state = getattr(token, "fido", None)
+    pin = getattr(state, "pin", None)
+    if pin is None:
+        return None
+    from tui.fido.state import FidoPinState
+
+    if pin.state in (FidoPinState.TEMPORARILY_BLOCKED, FidoPinState.PERMANENTLY_BLOCKED):
+        return pin.text()
+    return None
 
 
 def _fido_state(context: RunbookContext):
@@ -630,6 +652,10 @@ STEPS: dict[str, Step] = {
               Outcome("fido_complaint", "Smart-card PIN {pin}; the complaint is about FIDO", "7",
                       "Smart-card PIN {pin}. The complaint is about a passkey, so the FIDO PIN is checked next; "
                       "a smart-card verify is offered but would spend a try on a FIDO complaint. " + _FIDO_CHECK),
+              Outcome("fido_locked_found", "Smart-card PIN {pin}; FIDO PIN {fido_pin}", "7",
+                      "Smart-card PIN not locked ({pin}); the scan found the FIDO PIN {fido_pin}, so FIDO is the "
+                      "locked applet. Next: Step 7, the FIDO check; a smart-card verify would spend a try on "
+                      "the wrong applet. Ask the user what they were doing (i) to confirm.", applet=FIDO),
               Outcome("otp_complaint", "Smart-card PIN {pin}; the complaint is about an OTP code", "5",
                       "Smart-card PIN {pin}. The complaint is about an OTP code. Next: Step 5, list the OTP slots "
                       "(read-only, generates no code)."),
