@@ -31,6 +31,9 @@ TOKEN_ID = "cplc:4790516856781A2B3C4D"
 NOW = dt.datetime(2025, 3, 14, 20, 5, tzinfo=dt.timezone.utc)
 PIN_REF = f"secret/data/keytriage/tokens/{TOKEN_ID}/piv-pin v3"
 PUK_REF = f"secret/data/keytriage/tokens/{TOKEN_ID}/piv-puk v2"
+# The same records as a technician types them in `vault kv get`.
+PIN_KV = f"secret/keytriage/tokens/{TOKEN_ID}/piv-pin v3"
+PUK_KV = f"secret/keytriage/tokens/{TOKEN_ID}/piv-puk v2"
 
 
 def new_session(tmp_path, lab: str | None = None) -> Session:
@@ -82,7 +85,7 @@ def test_puk_reset_ticket_fields(tmp_path):
     assert "Profile:      HID Crescendo in Lab Reader 0" in text
     assert field_lines(text, "Locked") == ["Locked:", "  - smart card: PIN 0/8 BLOCKED (ACA status query)"]
     assert "Resolved by:  PUK reset" in text
-    assert field_lines(text, "Escrow") == ["Escrow:", f"  - {PIN_REF}"]
+    assert field_lines(text, "Escrow") == ["Escrow:", f"  - {PIN_KV}"]
     assert field_lines(text, "User to do") == [
         "User to do:", "  - Change the smart-card PIN at the next login (the help desk set it)."]
     assert "  Trying:     Smart card / Windows login" in text
@@ -150,7 +153,7 @@ def test_reprovision_lists_every_reenrolment(tmp_path):
     section = ticket.tokens[0]
 
     assert section.resolution == "full reprovision"
-    assert section.escrow_refs == [PIN_REF, PUK_REF]
+    assert section.escrow_refs == [PIN_KV, PUK_KV]
     assert section.user_actions == [IDP_REENROL, OATH_REENROL, FIDO_REREGISTER, PIN_CHANGE]
 
 
@@ -200,8 +203,114 @@ def test_runbook_still_open(tmp_path):
 
     text = ticket_text(session, make_scan(token), token, runbook=runbook, now=NOW)
 
-    assert "Locked:       none found so far: Next: Step 4, one deliberate verify." in text
+    assert "Locked:       none found so far\n" in text
+    assert "Still open:   Next: Step 4, one deliberate verify." in text
     assert "Resolved by:  not resolved in this session" in text
+    assert "User to do:   nothing yet: the case is still open (see Still open)" in text
+
+
+def test_wrong_pin_open_case_exact(tmp_path):
+    session = new_session(tmp_path)
+    token = make_token()
+    runbook = SimpleNamespace(verdict="Smart-card PIN not locked (3/? ok, source: PIV status query); the user may be "
+                                      "typing a wrong PIN. Next: Step 4, one deliberate verify.", stopped=False)
+
+    text = ticket_text(session, make_scan(token), token, runbook=runbook, now=NOW)
+
+    assert field_lines(text, "Locked") == ["Locked:       none found so far"]
+    assert field_lines(text, "Still open") == [
+        "Still open:   Smart-card PIN not locked (3/? ok, source: PIV status",
+        "              query); the user may be typing a wrong PIN. Next: Step 4,",
+        "              one deliberate verify.",
+    ]
+    assert field_lines(text, "User to do") == ["User to do:   nothing yet: the case is still open (see Still open)"]
+    assert "User to do:   nothing\n" not in text
+    assert_pasteable(text)
+
+
+def test_cert_expired_reason_said_once(tmp_path):
+    session = new_session(tmp_path)
+    token = make_token()
+    runbook = SimpleNamespace(verdict="Not a lockout: expired certificate. The PIV authentication certificate "
+                                      "(slot 9A) expired on 2026-11-04.", applet=None,
+                              not_lockout="expired certificate", stopped=True)
+
+    text = ticket_text(session, make_scan(token), token, runbook=runbook, now=NOW)
+
+    assert field_lines(text, "Locked") == [
+        "Locked:       not a lockout: expired certificate. The PIV authentication",
+        "              certificate (slot 9A) expired on 2026-11-04.",
+    ]
+    assert text.lower().count("expired certificate") == 1
+    assert "Still open" not in text
+
+
+def test_user_actions_deduplicated_by_meaning(tmp_path):
+    session = new_session(tmp_path)
+    token = locked_token()
+    session.add_event("puk-reset", "Step 6: PIN reset with the PUK on file (9000)", token_id=token.token_id,
+                      applet="smart card", resolved_by="PUK reset",
+                      user_actions=["Change the PIN issued by the help desk to one only you know."])
+    session.add_event("fido-reset", "Step 9: FIDO reset", token_id=token.token_id, applet="FIDO",
+                      resolved_by="FIDO reset", user_actions=["re-register the key with every relying party"])
+    session.add_event("note", "Asked the user to call back", token_id=token.token_id,
+                      user_actions=["call the help desk once the key works"])
+
+    text = ticket_text(session, make_scan(token), token, now=NOW)
+
+    assert field_lines(text, "User to do") == [
+        "User to do:",
+        "  - Change the smart-card PIN at the next login (the help desk set it).",
+        "  - Register the key again with every FIDO relying party (the reset",
+        "    deleted all passkeys).",
+        "  - Call the help desk once the key works.",
+    ]
+
+
+def test_verify_override_in_steps(tmp_path):
+    session = new_session(tmp_path)
+    token = make_token()
+    session.audit.record("verify-pin", "sending", token_id=token.token_id, tries_before=1, override=True)
+    session.add_event("verify", "Step 4 verify: wrong PIN (63C0)", token_id=token.token_id, applet="smart card")
+
+    steps = build_ticket(session, make_scan(token), token, now=NOW).tokens[0].steps
+
+    assert len(steps) == 2
+    assert re.fullmatch(r"\d\d:\d\d Step 4 verify sent with the technician's typed override, 1 tries left "
+                        r"before it", steps[0])
+    assert re.fullmatch(r"\d\d:\d\d Step 4 verify: wrong PIN \(63C0\)", steps[1])
+
+
+def test_verify_override_other_session_ignored(tmp_path):
+    from tui.audit import AuditTrail
+
+    earlier = AuditTrail(tmp_path / "audit.jsonl", session="earlier")
+    token = make_token()
+    earlier.record("verify-pin", "sending", token_id=token.token_id, tries_before=2, override=True)
+    session = new_session(tmp_path)
+
+    steps = build_ticket(session, make_scan(token), token, now=NOW).tokens[0].steps
+
+    assert steps == []
+
+
+def test_escrow_path_kv_form_unsplit(tmp_path):
+    session = new_session(tmp_path)
+    token = make_token(token_id="cplc:1AB07E575A17C0DE001B1AB07E575A17C0DE001B")
+    long_ref = "/v1/escrow-kv/data/help-desk/keytriage/tokens/cplc:1AB07E575A17C0DE001B1AB07E575A17C0DE001B/piv-puk v4"
+    session.add_event("escrow", "set PUK: applied", token_id=token.token_id,
+                      escrow_refs=[f"/v1/{PUK_REF}", long_ref])
+
+    text = ticket_text(session, make_scan(token), token, now=NOW)
+
+    assert field_lines(text, "Escrow") == [
+        "Escrow:",
+        f"  - {PUK_KV}",
+        "  - escrow-kv/help-desk/keytriage/tokens/cplc:1AB07E575A17C0DE001B1AB07E575A17C0DE001B/piv-puk",
+        "    v4",
+    ]
+    assert "/v1/" not in text
+    assert "/data/" not in text
 
 
 def test_no_token_is_not_lockout(tmp_path):

@@ -8,7 +8,9 @@ lockout). Then come the action that resolved it, the escrow references
 The Step 0 answers and the ticket number head the text.
 
 The text pastes cleanly into a ticket system: ASCII only, at most 72 columns,
-no control characters or colour codes. A lab run says LAB in the first line.
+no control characters or colour codes, with one exception: an escrow Vault
+path longer than a line stays whole on its own line, so it can be copied.
+A lab run says LAB in the first line.
 
 Event vocabulary. Actions append `SessionEvent`s, and this module reads them:
 - `kind` "finding" with `applet` set: that applet was found locked.
@@ -16,7 +18,11 @@ Event vocabulary. Actions append `SessionEvent`s, and this module reads them:
 - `resolved_by` set: this event resolved the ticket, in those words. Its
   `kind` selects the follow-up user actions in `FOLLOW_UP` ("puk-reset",
   "admin-unlock", "fido-reset", "reprovision", "otp-reprovision").
-- `escrow_refs` and `user_actions` are copied as they are.
+- `escrow_refs` ("<path> v<version>") are shown as KV paths, the way a
+  technician types them in `vault kv get`. `user_actions` are merged with the
+  follow-up actions, one line per meaning.
+- Step 4 verifies sent with the technician's typed override are read from the
+  audit trail of this session, because the verify event does not carry them.
 """
 
 from __future__ import annotations
@@ -58,6 +64,20 @@ FOLLOW_UP: dict[str, tuple[str, ...]] = {
 }
 
 VALUES_NOTE = "New PIN, PUK and key values are in Vault at the paths above, never in this ticket."
+UNRESOLVED = "not resolved in this session"
+STILL_OPEN_USER = "nothing yet: the case is still open (see Still open)"
+VERIFY_OPERATION = "verify-pin"
+
+# User actions that mean the same thing, whatever their wording: the first one found is kept.
+_ACTION_MEANINGS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("fido-register", re.compile(r"re-?register|register the key again|fido2? relying part", re.IGNORECASE)),
+    ("oath-slot", re.compile(r"\b(oath|hotp)\b", re.IGNORECASE)),
+    ("idp-enrol", re.compile(r"\bidp\b|new (piv )?certificate", re.IGNORECASE)),
+    ("smart-card-pin", re.compile(r"\bchange the (smart-card )?pin\b", re.IGNORECASE)),
+)
+# A KV version 2 ACL or API path: optional "/v1/", the mount, "data/", then the secret's path.
+_API_PREFIX = re.compile(r"^/?v1/")
+_REF_VERSION = re.compile(r"^(?P<path>\S+) v(?P<version>\d+)$")
 
 _PUNCTUATION = str.maketrans({
     "\u2014": "-", "\u2013": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
@@ -120,7 +140,8 @@ def build_ticket(session: Session, scan: ScanResult | None, selected: TokenScan 
     for token, token_id in _tokens_in_ticket(session.events, scan, selected):
         is_selected = selected is not None and token is selected
         events = _events_of(session.events, token_id, is_selected=is_selected)
-        sections.append(_section(token, token_id, events, runbook if is_selected else None))
+        overrides = _verify_overrides(session, token_id)
+        sections.append(_section(token, token_id, events, runbook if is_selected else None, overrides))
     if not sections and scan is not None:
         sections.append(_no_token_section(scan, session.events, runbook))
 
@@ -160,7 +181,7 @@ def _events_of(events: list[SessionEvent], token_id: str | None, *, is_selected:
 
 
 def _section(token: TokenScan | None, token_id: str | None, events: list[SessionEvent],
-             runbook: object | None) -> TokenSection:
+             runbook: object | None, overrides: list[tuple[dt.datetime, str]] | None = None) -> TokenSection:
     section = TokenSection(token_id=token_id)
     if token is not None:
         section.cuid = token.cuid
@@ -182,7 +203,7 @@ def _section(token: TokenScan | None, token_id: str | None, events: list[Session
         if not_lockout:
             section.not_lockout = not_lockout[-1]
         elif runbook_reason:
-            section.not_lockout = f"{runbook_reason}. {verdict}".strip()
+            section.not_lockout = not_lockout_text(str(runbook_reason), verdict)
         elif runbook is not None and getattr(runbook, "stopped", False):
             section.not_lockout = verdict
         elif runbook is not None:
@@ -194,17 +215,82 @@ def _section(token: TokenScan | None, token_id: str | None, events: list[Session
     elif section.not_lockout:
         section.resolution = "no token change needed (not a lockout)"
     else:
-        section.resolution = "not resolved in this session"
+        section.resolution = UNRESOLVED
 
-    section.steps = _step_lines(events)
-    section.escrow_refs = _unique(ref for e in events for ref in e.escrow_refs)
+    section.steps = _step_lines(events, overrides)
+    section.escrow_refs = _unique(kv_reference(ref) for e in events for ref in e.escrow_refs)
     follow_up = [action for e in resolving for action in FOLLOW_UP.get(e.kind, ())]
-    section.user_actions = _unique([*follow_up, *(action for e in events for action in e.user_actions)])
+    section.user_actions = user_actions([*follow_up, *(action for e in events for action in e.user_actions)])
     return section
 
 
-def _step_lines(events: list[SessionEvent]) -> list[str]:
-    return [f"{e.time:%H:%M} {e.summary}" for e in events if e.kind != KIND_FINDING]
+def not_lockout_text(reason: str, verdict: str) -> str:
+    """Word why this is not a lockout once: `reason`, then the verdict without repeating either."""
+    text = verdict.strip()
+    if text.lower().startswith("not a lockout:"):
+        # The renderer puts "not a lockout:" in front already.
+        text = text[len("not a lockout:"):].strip()
+    if reason.strip().lower().rstrip(".") in text.lower():
+        return text
+    return f"{reason.strip().rstrip('.')}. {text}".strip()
+
+
+def user_actions(actions: Iterable[str]) -> list[str]:
+    """Return one sentence per meaning, capitalised and ending with a full stop, in first-seen order."""
+    kept: dict[str, str] = {}
+    for action in actions:
+        text = action.strip()
+        if not text:
+            continue
+        text = text[0].upper() + text[1:]
+        if not text.endswith((".", "!", "?")):
+            text += "."
+        meaning = next((name for name, pattern in _ACTION_MEANINGS if pattern.search(text)), text.lower())
+        kept.setdefault(meaning, text)
+    return list(kept.values())
+
+
+def kv_reference(ref: str) -> str:
+    """Return an escrow reference ("<path> v<version>") as "<KV path> v<version>".
+
+    The KV path is `<mount>/<base>/<id>/<kind>`, what `vault kv get` takes: the
+    API prefix "/v1/" and the KV version 2 "data/" segment after the mount are
+    dropped. A reference in another form is returned unchanged.
+    """
+    match = _REF_VERSION.match(ref.strip())
+    if match is None:
+        return ref
+    path = _API_PREFIX.sub("", match["path"])
+    # NOTE: the mount is taken to be the part before the first "/data/", so a mount path containing a
+    # "data" segment itself would be cut in the wrong place.
+    mount, separator, rest = path.partition("/data/")
+    kv_path = f"{mount}/{rest}" if separator else path
+    return f"{kv_path} v{match['version']}"
+
+
+def _verify_overrides(session: Session, token_id: str | None) -> list[tuple[dt.datetime, str]]:
+    """Return (time, step line) for each Step 4 verify this session sent with the typed override."""
+    if token_id is None:
+        return []
+    found = []
+    for record in session.audit.records(token_id):
+        if record.session != session.audit.session or record.operation != VERIFY_OPERATION:
+            continue
+        if not record.details.get("override"):
+            continue
+        try:
+            when = dt.datetime.fromisoformat(record.time)
+        except ValueError:
+            continue
+        tries = "" if record.tries_before is None else f", {record.tries_before} tries left before it"
+        found.append((when, f"{when:%H:%M} Step 4 verify sent with the technician's typed override{tries}"))
+    return found
+
+
+def _step_lines(events: list[SessionEvent], overrides: list[tuple[dt.datetime, str]] | None = None) -> list[str]:
+    timed = [(e.time, f"{e.time:%H:%M} {e.summary}") for e in events if e.kind != KIND_FINDING]
+    # The sort is stable, so an override recorded in the same second stays before its verify event.
+    return [line for _, line in sorted([*(overrides or []), *timed], key=lambda pair: pair[0])]
 
 
 def _no_token_section(scan: ScanResult, events: list[SessionEvent], runbook: object | None) -> TokenSection:
@@ -295,13 +381,14 @@ def _field(label: str, value: str) -> list[str]:
                          break_on_hyphens=False) or [head.rstrip()]
 
 
-def _bullets(label: str, items: list[str], empty: str) -> list[str]:
+def _bullets(label: str, items: list[str], empty: str, *, split_long_words: bool = True) -> list[str]:
+    # Vault paths pass split_long_words=False: a path is copied whole, so it may run past the line instead.
     if not items:
         return _field(label, empty)
     lines = [f"{label}:"]
     for item in items:
         lines += textwrap.wrap(ascii_text(item), WIDTH, initial_indent="  - ", subsequent_indent="    ",
-                               break_on_hyphens=False)
+                               break_on_hyphens=False, break_long_words=split_long_words)
     return lines
 
 
@@ -339,17 +426,22 @@ def _render_section(section: TokenSection) -> list[str]:
     if section.profile:
         lines += _field("Profile", f"{section.profile} in {section.reader}" if section.reader else section.profile)
 
+    still_open = False
     if section.locked:
         lines += _bullets("Locked", section.locked, "")
     elif section.not_lockout:
         lines += _field("Locked", f"not a lockout: {section.not_lockout}")
     else:
-        lines += _field("Locked", f"none found so far: {section.open_finding or 'runbook not evaluated'}")
+        # The runbook's next step is not a finding: it goes under "Still open", not under "Locked".
+        lines += _field("Locked", "none found so far")
+        still_open = section.resolution == UNRESOLVED
+        if still_open:
+            lines += _field("Still open", section.open_finding or "runbook not evaluated")
 
     lines += _field("Resolved by", section.resolution)
     lines += _bullets("Steps taken", section.steps, "read-only checks only")
-    lines += _bullets("Escrow", section.escrow_refs, "nothing set, nothing escrowed")
-    lines += _bullets("User to do", section.user_actions, "nothing")
+    lines += _bullets("Escrow", section.escrow_refs, "nothing set, nothing escrowed", split_long_words=False)
+    lines += _bullets("User to do", section.user_actions, STILL_OPEN_USER if still_open else "nothing")
     return lines
 
 
