@@ -25,7 +25,10 @@ SETTINGS = SiteSettings(allow_unverified_commands=True)
 
 # Keys that differ by design between the two paths: reader names come from
 # the pcscd configuration, and only the lab backend flags its tokens as lab.
-PATH_SPECIFIC_KEYS = {"lab", "readers", "reader", "is_lab", "problem_detail"}
+# Keys that differ between the two paths by construction: reader names and
+# lab flags, the FIDO device name (the reader), and certificate dates, because each run builds its lab card (and
+# its certificates, dated relative to now) afresh.
+PATH_SPECIFIC_KEYS = {"lab", "readers", "reader", "is_lab", "problem_detail", "not_before", "not_after", "device"}
 
 
 def normalized(result) -> dict:
@@ -46,7 +49,9 @@ def lab_scan(name: str):
     from tui.lab.backend import LabBackend
     from tui.scan import scan_all
 
-    return scan_all(LabBackend(name), SETTINGS)
+    # Through pcscd FIDO is read over PC/SC (no hidraw device exists), so the
+    # in-process run must not take the lab's USB HID route either.
+    return scan_all(LabBackend(name), SETTINGS, usb_hid=False)
 
 
 def pcsc_scan(backend=None, observer=None):

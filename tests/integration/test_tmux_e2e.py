@@ -99,7 +99,9 @@ def test_tui_shows_blocked_pin(tmux, tmp_path):
     command = " ".join(keytriage_command())
     tmux.start(f"cd {os.getcwd()} && env {exports} {command} --lab pin-locked-puk; sleep 30")
 
-    screen = tmux.wait_for("Scan finished")
+    # The header's "Scanned HH:MM:SS" appears once the first scan is painted;
+    # the activity line "Scan finished" may already have scrolled out of view.
+    screen = tmux.wait_for("Scanned ")
 
     assert "LAB pin-locked-puk" in screen
     assert re.search(r"Smart-card PIN\s+0/[0-9?]+ BLOCKED", screen), screen
@@ -125,10 +127,10 @@ def test_tui_shows_blocked_pin(tmux, tmp_path):
 
     tmux.run("send-keys", "-t", tmux.session, "q")
     deadline = time.monotonic() + SCREEN_WAIT_S
-    while "Scan finished" in tmux.screen() and time.monotonic() < deadline:
+    while "Scanned " in tmux.screen() and time.monotonic() < deadline:
         time.sleep(0.2)
 
-    assert "Scan finished" not in tmux.screen(), "q did not quit the TUI"
+    assert "Scanned " not in tmux.screen(), "q did not quit the TUI"
 
 
 def summary(scan_json: dict) -> list[dict]:
