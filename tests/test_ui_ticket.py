@@ -90,6 +90,23 @@ async def test_ticket_q_closes_not_quits(make_app):
         assert app.is_running
 
 
+@pytest.mark.parametrize("key", ["q", "n", "escape", "o"])
+async def test_ticket_close_keys(make_app, key):
+    app = make_app(FakeScanner([locked_scan()]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("t")
+        await pilot.pause()
+        assert isinstance(app.screen, TicketScreen)
+        assert "[q] Close" in str(app.screen.query_one("#text-view-keys").render())
+
+        await pilot.press(key)
+        await pilot.pause()
+        assert not isinstance(app.screen, TicketScreen)
+        assert app.is_running
+
+
 async def test_scan_records_locked_finding_once(make_app):
     app = make_app(FakeScanner([locked_scan()]))
 

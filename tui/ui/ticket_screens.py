@@ -49,7 +49,8 @@ class TextViewScreen(ModalScreen[None]):
     """
 
     BINDINGS = [
-        Binding("o,q,escape", "close", "Close", id="text-view-close"),
+        # n and Escape close like every other box; o and q are kept for the technicians who learned them.
+        Binding("q,n,escape,o", "close", "Close", id="text-view-close"),
         # App keys do not reach a modal screen, so help is bound here as well.
         Binding("question_mark,f1", "app.help", "Help", id="text-view-help"),
         Binding("j,down", "scroll_lines(1)", "Down", show=False),
@@ -58,7 +59,7 @@ class TextViewScreen(ModalScreen[None]):
         Binding("b,pageup", "scroll_page(-1)", "Page up", show=False),
     ]
 
-    keys_text = "[o] Close    j/k, space/b: scroll"
+    keys_text = "[q] Close    j/k, space/b: scroll"
 
     def __init__(self, title: str, text: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -114,9 +115,9 @@ class TicketScreen(TextViewScreen):
         self.draft_title = draft_title
         self.showing_draft = show_draft and draft_text is not None
         if draft_text is not None:
-            self.keys_text = "[c] Copy    [d] Draft/current    [o] Close    j/k, space/b: scroll"
+            self.keys_text = "[c] Copy    [d] Draft/current    [q] Close    j/k, space/b: scroll"
         else:
-            self.keys_text = "[c] Copy    [o] Close    j/k, space/b: scroll"
+            self.keys_text = "[c] Copy    [q] Close    j/k, space/b: scroll"
         if self.showing_draft:
             super().__init__(draft_title, draft_text, id="ticket-screen")
         else:
