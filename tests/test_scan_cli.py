@@ -81,12 +81,44 @@ def test_two_tokens_indexed(capsys):
     assert [t["index"] for t in data["tokens"]] == [0, 1]
 
 
-def test_plain_table(capsys):
+def test_plain_text_one_field_per_line(capsys):
     assert main(["scan", "--lab", "wrong-pin"]) == 0
     out = capsys.readouterr().out
-    assert "Generic PIV" in out
-    assert "3/? ok" in out
-    assert "next: Step 4" in out
+    assert out.splitlines() == [
+        "Lab key, scenario wrong-pin",
+        "",
+        "Token 0",
+        "  Reader:     Generic PIV reader 00 00",
+        "  Profile:    Generic PIV",
+        "  Token ID:   cplc:1AB07E575A17C0DE0002",
+        "  PIN:        3/? ok, LOW",
+        "  PUK:        unknown (not readable)",
+        "  Admin key:  unknown",
+        "  FIDO PIN:   not supported",
+        "  OTP:        no OTP slot",
+        "  Next:       Step 4: test the PIN the user claims, once.",
+    ]
+
+
+@pytest.mark.parametrize("scenario", ["wrong-pin", "two-tokens", "otp-drift", "cert-expired", "no-token"])
+def test_plain_text_fits_80_columns(capsys, scenario):
+    main(["scan", "--lab", scenario])
+    for line in capsys.readouterr().out.splitlines():
+        assert len(line) <= 80, line
+
+
+def test_plain_text_two_tokens_warns(capsys):
+    assert main(["scan", "--lab", "two-tokens"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "2 tokens attached: confirm which one is the user's"
+    assert "Token 0" in lines
+    assert "Token 1" in lines
+    assert "  PIN:        5/? ok" in lines
+
+
+def test_plain_text_one_token_no_warning(capsys):
+    assert main(["scan", "--lab", "healthy"]) == 0
+    assert "tokens attached" not in capsys.readouterr().out
 
 
 def test_unknown_scenario_exit_two(capsys):
@@ -202,12 +234,13 @@ def test_certificates_json(capsys):
     assert [c["present"] for c in certificates[1:]] == [False, False, False]
 
 
-def test_plain_table_applet_lines(capsys):
+def test_plain_text_applet_lines(capsys):
     assert main(["scan", "--lab", "otp-drift"]) == 0
-    out = capsys.readouterr().out
-    assert "0: OTP slot 1: configured, HOTP, SHA-1, 6 digits" in out
-    assert "0: certificate 9A: valid to" in out
-    assert "0: FIDO PIN: not supported" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert "  OTP slot 1: configured, HOTP, SHA-1, 6 digits, name 'VPN OTP'" in lines
+    assert "  OTP slot 2: empty" in lines
+    assert "  Certificate 9A: valid to 2028-06-01" in lines
+    assert "  FIDO PIN:   not supported" in lines
 
 
 def read_trace_lines(path):

@@ -1,4 +1,4 @@
-"""The scan result as JSON-ready data and as a plain-text table, for `keytriage scan`.
+"""The scan result as JSON-ready data and as plain text, for `keytriage scan`.
 
 Numbers that were not read are null, never 0, and each counter names the
 command that produced it (`source`). `tokens[].fido` is the form of
@@ -8,6 +8,7 @@ when unknown) and `tokens[].certificates` each PIV slot certificate read.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from tui.model import AdminKey, Counter, PinPolicy, ScanResult, TokenScan
@@ -108,43 +109,68 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
     }
 
 
-COLUMNS = ("#", "Reader", "Profile", "Token ID", "PIN", "PUK", "Admin key")
+TEXT_WIDTH = 80
+FIELD_INDENT = "  "
+LABEL_WIDTH = 12  # "Admin key:" plus two spaces, so the values line up
 
 
 def result_to_text(result: ScanResult) -> str:
-    """Format the scan as a plain-text table with the next step of each token below it."""
+    """Format the scan as one block per token, one field per line, at most 80 columns.
+
+    Each value gets the line after its label rather than a table column, so a
+    short value such as "8/? ok" never wraps. A value longer than the line
+    wraps at spaces under its label. With more than one token attached, a
+    warning line comes first.
+    """
     lines = []
     if result.lab_scenario:
         lines.append(f"Lab key, scenario {result.lab_scenario}")
     if not result.tokens:
         if result.readers:
             lines.append(f"Readers: {', '.join(result.readers)}")
-        lines.append(f"No token. {next_step_for(None, result.problem)}")
+        lines.extend(textwrap.wrap(f"No token. {next_step_for(None, result.problem)}", TEXT_WIDTH,
+                                   break_on_hyphens=False))
         return "\n".join(lines) + "\n"
+    if len(result.tokens) > 1:
+        lines.append(f"{len(result.tokens)} tokens attached: confirm which one is the user's")
 
-    rows = [COLUMNS]
     for token in result.tokens:
-        sc = token.smartcard
-        rows.append((
-            str(token.index),
-            token.reader,
-            token.profile.label,
-            str(token.token_id) if token.token_id else "none",
-            sc.pin.text() if token.problem is None else "not read",
-            sc.puk.text() if token.problem is None else "not read",
-            sc.admin_key.text() if token.problem is None else "not read",
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-
-    lines.append("")
-    for token in result.tokens:
-        if token.problem is not None:
-            lines.append(f"{token.index}: problem: {token.error or token.problem.message}")
-        lines.extend(f"{token.index}: {line}" for line in applet_lines(token))
-        lines.append(f"{token.index}: next: {next_step_for(token)}")
+        lines.append("")
+        lines.extend(token_block(token))
     return "\n".join(lines) + "\n"
+
+
+def token_block(token: TokenScan) -> list[str]:
+    """Word one token: a heading, then one labelled field per line, the next step last."""
+    sc = token.smartcard
+    readable = token.problem is None
+    fields = [
+        ("Reader", token.reader),
+        ("Profile", token.profile.label),
+        ("Token ID", str(token.token_id) if token.token_id else "none"),
+        ("PIN", sc.pin.text() if readable else "not read"),
+        ("PUK", sc.puk.text() if readable else "not read"),
+        ("Admin key", sc.admin_key.text() if readable else "not read"),
+    ]
+    if token.problem is not None:
+        fields.append(("Problem", token.error or token.problem.message))
+    for line in applet_lines(token):
+        label, separator, value = line.partition(": ")
+        fields.append((label[:1].upper() + label[1:], value) if separator else ("Note", line))
+    fields.append(("Next", next_step_for(token)))
+
+    lines = [f"Token {token.index}"]
+    for label, value in fields:
+        lines.extend(_field_lines(label, value))
+    return lines
+
+
+def _field_lines(label: str, value: str) -> list[str]:
+    head = f"{FIELD_INDENT}{label + ':':<{LABEL_WIDTH}}"
+    if len(label) + 1 >= LABEL_WIDTH:
+        head += " "  # a label as wide as the column ("Certificate 9A:") still gets a space
+    return textwrap.wrap(value, TEXT_WIDTH, initial_indent=head, subsequent_indent=" " * len(head),
+                         break_on_hyphens=False) or [head.rstrip()]
 
 
 def applet_lines(token: TokenScan) -> list[str]:
