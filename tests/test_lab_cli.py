@@ -26,6 +26,7 @@ from tui.lab.serve import (
     control_socket_path,
     run_server,
     send_control,
+    terminal_lines,
 )
 from tui.lab.vpcd import VpcdLinkError, frame, recv_exact
 
@@ -142,7 +143,8 @@ def test_serve_refused_without_env(monkeypatch, capsys):
 
     assert main(["lab", "serve", "pin-locked-puk"]) == 2
 
-    error = capsys.readouterr().err
+    # The message is wrapped for the terminal; join its lines to find the phrases.
+    error = " ".join(capsys.readouterr().err.split())
     assert "KEYTRIAGE_LAB_SERVE=1" in error
     assert "0.0.0.0:35963" in error
     assert "every network address" in error
@@ -174,6 +176,40 @@ def test_serve_without_vpcd(monkeypatch, capsys):
 
     assert f"127.0.0.1:{port}" in capsys.readouterr().err
     assert not control_socket_path(port).exists()
+
+
+def test_terminal_lines_wrap_at_spaces():
+    text = "Serving lab scenario 'pin-locked-puk': Generic PIV key with the PIN blocked (0 of 8) and a PUK on file"
+
+    assert terminal_lines(text, 80) == [
+        "Serving lab scenario 'pin-locked-puk': Generic PIV key with the PIN blocked (0",
+        "  of 8) and a PUK on file",
+    ]
+
+
+def test_terminal_lines_keep_paths_and_newlines():
+    path = "/run/user/1000/keytriage/" + "x" * 80
+    assert terminal_lines(f"first\nsocket {path} busy", 40) == ["first", "socket", f"  {path}", "  busy"]
+
+
+def test_serve_output_fits_80_columns(monkeypatch, capsys):
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    monkeypatch.setenv(SERVE_ENV, "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr("tui.lab.vpcd.VpcdLink.insert",
+                        lambda self, connect_timeout_s=5.0: (_ for _ in ()).throw(VpcdLinkError(
+                            f"nothing accepts connections on 127.0.0.1:{port} after 5 s (Connection refused). "
+                            "Start pcscd with a vpcd reader entry for this port, then retry.")))
+
+    assert run_server("pin-locked-puk", port) == 3
+
+    captured = capsys.readouterr()
+    for line in captured.out.splitlines() + captured.err.splitlines():
+        assert len(line) <= 80, line
+    assert captured.out.splitlines()[0].endswith("with the PIN blocked (0")
+    assert captured.out.splitlines()[1] == "  of 8) and a PUK on file"
 
 
 def test_negative_latency_rejected(monkeypatch, capsys):

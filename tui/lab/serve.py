@@ -24,9 +24,11 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -437,6 +439,25 @@ def _control_alive(path: Path) -> bool:
         probe.close()
 
 
+def terminal_lines(text: str, width: int) -> list[str]:
+    """Wrap `text` at spaces to `width` columns, continuation lines indented by two.
+
+    A terminal wraps a long line at its last column, mid-word. Each line of a
+    multi-line `text` is wrapped on its own, and a word longer than `width`
+    (a path) is kept whole.
+    """
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        lines.extend(textwrap.wrap(paragraph, width, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False) or [""])
+    return lines
+
+
+def terminal_width() -> int:
+    """Return the columns of the terminal on standard output, 80 when it has none."""
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
 def send_control(command: str, port: int = DEFAULT_PORT, key_number: int | None = None) -> tuple[bool, str]:
     """Send one lab control to the server of `port` and return (ok, its message).
 
@@ -464,10 +485,11 @@ def run_server(scenario_name: str, port: int, *, latency_s: float = 0.0, stdin: 
                out: Callable[[str], None] | None = None) -> int:
     """Serve `scenario_name` until quit or SIGTERM; return the exit code for `keytriage lab serve`."""
     def emit(line: str) -> None:
-        print(line, flush=True)
+        # While serving, the terminal is in cbreak mode, which still maps "\n" to CR LF on output.
+        print("\n".join(terminal_lines(line, terminal_width())), flush=True)
 
     def fail(line: str) -> None:
-        print(f"keytriage lab serve: {line}", file=sys.stderr, flush=True)
+        print("\n".join(terminal_lines(f"keytriage lab serve: {line}", terminal_width())), file=sys.stderr, flush=True)
 
     out = out or emit
     if not serve_enabled():
