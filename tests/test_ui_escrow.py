@@ -165,6 +165,49 @@ async def test_set_puk_refused_when_on_file():
         assert run.lab_puk().matches(b"86420975")
 
 
+async def test_set_puk_read_only_sends_nothing():
+    run = LabRun(YUBIKEY, settings=SiteSettings(read_only=True))
+    async with run.app.run_test(size=(80, 24)) as pilot:
+        await settle(run.app, pilot)
+        recording = run.backend.key(run.backend.list_readers()[0]).card.start_recording()
+        await pilot.press("p")
+        await settle(run.app, pilot)
+
+        # NOTE: the main screen still shows the p key in read-only mode; the action rejects it.
+        assert not isinstance(run.app.screen, (ChoiceModal, ConfirmModal))
+        assert recording == []
+        assert run.lab_puk().matches(b"12345678")
+        token_id = run.app.selected_token_id
+        assert run.app.escrow_context.store.read_metadata(token_id, SecretKind.PIV_PUK) is None
+
+
+async def test_set_puk_crescendo_leaves_no_record():
+    run = LabRun("healthy")
+    async with run.app.run_test(size=(80, 24)) as pilot:
+        await settle(run.app, pilot)
+        token_id = run.app.selected_token_id
+        store = run.app.escrow_context.store
+        before = store.read_metadata(token_id, SecretKind.PIV_PUK)
+        await pilot.press("p")
+        for _ in range(MAX_PAUSES):
+            if isinstance(run.app.screen, ErrorModal):
+                break
+            if isinstance(run.app.screen, ChoiceModal):
+                await pilot.press("d")
+            elif isinstance(run.app.screen, SecretPromptModal):
+                for char in "12345678":
+                    await pilot.press(char)
+                await pilot.press("enter", "s")
+            elif isinstance(run.app.screen, ConfirmModal):
+                await pilot.press("s")
+            await pilot.pause()
+
+        assert isinstance(run.app.screen, ErrorModal)
+        assert "admin-key unlock" in run.app.screen.message
+        after = store.read_metadata(token_id, SecretKind.PIV_PUK)
+        assert (after.current_version if after else None) == (before.current_version if before else None)
+
+
 async def test_set_puk_typed_wrong_puk_fails_with_tries():
     run = LabRun(YUBIKEY)
     async with run.app.run_test(size=(80, 24)) as pilot:
