@@ -97,6 +97,10 @@ class Source(str, enum.Enum):
     NONE = "not readable"
 
 
+# At or below this many tries left (and below the total), a counter reads "LOW".
+LOW_TRIES = 3
+
+
 @dataclass
 class Counter:
     """A retry counter: tries remaining of total, its state and how it was read."""
@@ -109,11 +113,16 @@ class Counter:
     is_default: bool | None = None
 
     def text(self) -> str:
-        """E.g. "0/8 BLOCKED", "3/? ok", "unknown (not readable)"."""
+        """E.g. "0/8 BLOCKED", "3/? ok, LOW", "unknown (not readable)"."""
         if self.remaining is None:
             return self.state.label
         total = "?" if self.total is None else str(self.total)
-        return f"{self.remaining}/{total} {self.state.label}"
+        label = self.state.label
+        # Few tries left after failures is worth a word: the next wrong entries
+        # block the PIN. A full counter (3 of 3 on a YubiKey) is not low.
+        if self.state is PinState.OK and 0 < self.remaining <= LOW_TRIES and self.remaining != self.total:
+            label = f"{label}, LOW"
+        return f"{self.remaining}/{total} {label}"
 
 
 @dataclass

@@ -170,12 +170,31 @@ def scan_reader(backend: ReaderBackend, reader: str, index: int, settings: SiteS
         if token.problem is None:
             _read_otp(channel, token, settings)
             _read_fido(backend, token, transport, observer, usb_hid)
+        _mark_lab_identity(token)
     finally:
         try:
             transport.disconnect()
         except PcscError as exc:
             log.info("disconnect from %s failed: %s", reader, exc)
     return token
+
+
+def _mark_lab_identity(token: TokenScan) -> None:
+    """Flag a lab key served through pcscd by its reserved ID, so it never passes for hardware.
+
+    Runs after every read, so it changes what is shown and recorded, not what
+    is sent to the key.
+    """
+    if token.is_lab or token.token_id is None:
+        return
+    from tui.lab.gp import LAB_CPLC_FABRICATOR, LAB_SERIAL_RANGE
+
+    source, value = token.token_id.source, token.token_id.value
+    lab_cplc = source in ("cplc", "cplc-gp") and value.upper().startswith(f"{LAB_CPLC_FABRICATOR:04X}")
+    lab_serial = source == "serial" and value.isdigit() and int(value) in LAB_SERIAL_RANGE
+    if lab_cplc or lab_serial:
+        token.is_lab = True
+        token.smartcard.notes.append("LAB KEY: its ID lies in the lab's reserved range, so this is an emulated key, not hardware.")
 
 
 def _record_problem(token: TokenScan, exc: PcscError) -> None:

@@ -58,7 +58,10 @@ def render_token_detail(token: TokenScan | None) -> Text:
     if token is None:
         return Text("")
     atr = token.atr or "not read"
-    return Text(f"Reader: {token.reader}\nATR: {atr}")
+    # An emulated key served through pcscd looks like hardware; its reserved ID
+    # gives it away, and the word LAB says so without relying on colour.
+    lab = " (LAB KEY)" if token.is_lab else ""
+    return Text(f"Reader: {token.reader}{lab}\nATR: {atr}")
 
 
 def _counter_line(label: str, value: str) -> str:
