@@ -31,7 +31,7 @@ class DriftVerdict(str, enum.Enum):
 
 
 RESYNC_STEPS = (
-    "Do not generate test codes with keytriage or a vendor tool: each one advances the token's counter and widens the gap.",
+    "Generate a code only to submit it, with keytriage or a vendor tool: each one advances the token's counter and widens the gap.",
     "Have the user press the button two or three times in a text editor, without submitting the codes anywhere, "
     "so you get consecutive codes in order. Type them only into the validation server, never into the ticket.",
     "Enter the consecutive codes in the validation server's resynchronisation function for this user's token. "
