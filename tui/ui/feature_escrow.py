@@ -1,8 +1,8 @@
 """Main-screen feature: Vault state in the header, Vault login and the set-PUK action.
 
-The escrow context (`tui.escrow.context`) is built in a thread when the main
-screen is ready, because hvac does network I/O. The header shows its state
-in words. Vault is checked at start, after a login and before every
+The escrow context (`tui.escrow.context`) is built in a thread after the
+main screen's first paint, because hvac does network I/O and the escrow
+package takes a while to import. The header shows its state in words. Vault is checked at start, after a login and before every
 secret-setting pre-flight. Between checks a 60-second timer only recounts the
 token's TTL locally, so Vault is never polled.
 
@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
-
-from textual.widgets import Static
+from typing import TYPE_CHECKING, Any
 
 from tui.errors import KeytriageError, PcscError, TokenBusyError
-from tui.escrow.actions import SET_PUK_REASON, set_piv_puk
-from tui.escrow.context import EscrowContext, EscrowUnavailableError, build_escrow_context
-from tui.escrow.errors import EscrowError
-from tui.escrow.flow import EscrowResult, Outcome
-from tui.escrow.records import SecretKind
-from tui.escrow.status import VaultState
-from tui.model import PcscProblem, PinState, Profile, ScanResult, TokenScan
+from tui.model import PinState, Profile, ScanResult, TokenScan
 from tui.secret import Secret
 from tui.transport import Channel
 from tui.ui.actions import ActionSpec
-from tui.ui.modals import PRINTABLE_ASCII, ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
-from tui.ui.vault_screens import LOGIN_METHOD_LABELS, Choice, ChoiceModal, OutcomeModal, VaultLoginScreen
+
+# The escrow package, the Vault screens and the modals load on first use, so
+# importing the app (this mixin is one of its base classes) stays cheap.
+if TYPE_CHECKING:
+    from tui.escrow.context import EscrowContext
+    from tui.escrow.flow import EscrowResult
 
 log = logging.getLogger("keytriage.ui.escrow")
 
@@ -50,7 +46,6 @@ ACTIONS: tuple[ActionSpec, ...] = (
 HEADER_TICK_SECONDS = 60.0
 # The PIV PUK a YubiKey ships with, which its GET METADATA reports as "default".
 YUBIKEY_DEFAULT_PUK = "12345678"
-PUK_CHARACTERS = PRINTABLE_ASCII
 PIV_REFERENCE_MIN, PIV_REFERENCE_MAX = 6, 8
 
 
@@ -110,6 +105,9 @@ class EscrowFeature:
 
     # Vault command-line overrides (`tui.escrow.context.vault_overrides_from_args`); set before the app runs.
     escrow_overrides: dict[str, Any] = {}
+    # The parsed command line whose Vault options are read in the build
+    # thread; `escrow_overrides` wins over it.
+    escrow_arguments: Any = None
     escrow_context: EscrowContext | None = None
     escrow_write_in_flight: bool = False
 
@@ -124,23 +122,34 @@ class EscrowFeature:
         self._escrow_quit_requested = False
         self._set_vault_header("Vault: checking...")
         self.set_interval(HEADER_TICK_SECONDS, self._escrow_tick, name="vault-ttl")
-        if self.lab_scenario is not None and not self.escrow_overrides.get("lab_vault"):
-            # The in-memory lab store does no network I/O, so it is ready
-            # before the first scan ends and lab screens do not depend on timing.
-            self._escrow_built(self._escrow_build_context())
-            return
-        self.run_worker(self._escrow_build(), name="escrow-build", group="escrow", exit_on_error=False)
+
+        # The worker exists from here on, so `workers.wait_for_complete()`
+        # covers it, but it starts building only after the first paint.
+        painted = asyncio.Event()
+        self.call_after_refresh(painted.set)
+        self.run_worker(self._escrow_build(painted), name="escrow-build", group="escrow", exit_on_error=False)
+
+    async def escrow_wait_ready(self) -> None:
+        """Wait until the escrow context is built or has failed, so `session.escrow` is final."""
+        ready = getattr(self, "_escrow_ready", None)
+        if ready is not None:
+            await ready.wait()
 
     def _escrow_build_context(self) -> EscrowContext | None:
+        from tui.escrow.context import build_escrow_context, vault_overrides_from_args
+
         try:
-            return build_escrow_context(self.settings, self.lab_scenario, dict(self.escrow_overrides), audit=self.session.audit)
+            overrides = vault_overrides_from_args(self.escrow_arguments) if self.escrow_arguments is not None else {}
+            overrides.update(self.escrow_overrides)
+            return build_escrow_context(self.settings, self.lab_scenario, overrides, audit=self.session.audit)
         except KeytriageError as error:
             # Runs in a thread: the reason is shown by `_escrow_built` on the event loop.
             log.warning("Building the escrow context failed: %s", error)
             self._escrow_build_error = str(error)
             return None
 
-    async def _escrow_build(self) -> None:
+    async def _escrow_build(self, painted: asyncio.Event) -> None:
+        await painted.wait()
         self._escrow_built(await asyncio.to_thread(self._escrow_build_context))
 
     def _escrow_built(self, context: EscrowContext | None) -> None:
@@ -183,6 +192,8 @@ class EscrowFeature:
     # --- after each scan: lab seeding and what is on file -----------------------
 
     def feature_after_scan(self, result: ScanResult) -> None:
+        from tui.escrow.errors import EscrowError
+
         context = self.escrow_context
         if context is not None and context.memory:
             # In memory: no I/O, so the lookup runs inline and is done before the next frame.
@@ -196,6 +207,8 @@ class EscrowFeature:
         self.run_worker(self._escrow_after_scan(result), name="escrow-after-scan", group="escrow", exit_on_error=False)
 
     async def _escrow_after_scan(self, result: ScanResult) -> None:
+        from tui.escrow.errors import EscrowError
+
         await self._escrow_ready.wait()
         context = self.escrow_context
         if context is None or context.flow is None:
@@ -230,6 +243,8 @@ class EscrowFeature:
         return seeds
 
     def _escrow_lookup(self, context: EscrowContext, result: ScanResult, seeds: dict[str, dict[str, Secret]]) -> dict[str, str | None]:
+        from tui.escrow.records import SecretKind
+
         for token_id, escrow in seeds.items():
             seeded = context.seed_lab(token_id, escrow)
             if seeded:
@@ -246,6 +261,9 @@ class EscrowFeature:
 
     def action_vault_login(self) -> None:
         """Choose a login method and open the Vault login form."""
+        from tui.ui.modals import ErrorModal
+        from tui.ui.vault_screens import LOGIN_METHOD_LABELS, Choice, ChoiceModal, VaultLoginScreen
+
         if not self._escrow_ready.is_set():
             self.notify("The Vault check is still running; try again in a moment.", severity="warning")
             return
@@ -319,11 +337,19 @@ class EscrowFeature:
         return None
 
     def _escrow_refuse(self, title: str, reason: str) -> None:
+        from tui.ui.modals import ErrorModal
+
         self.escrow_block_reason = reason
         self.activity.add(f"{title} not run: {reason}")
         self.push_screen(ErrorModal(title, reason))
 
     async def _set_puk_flow(self, token: TokenScan) -> None:
+        from tui.escrow.context import EscrowUnavailableError
+        from tui.escrow.errors import EscrowError
+        from tui.escrow.flow import Outcome
+        from tui.escrow.records import SecretKind
+        from tui.ui.modals import ConfirmModal
+
         await self._escrow_ready.wait()
         token_id = token.token_id
 
@@ -383,6 +409,10 @@ class EscrowFeature:
         self.action_rescan()
 
     def _escrow_preflight(self, token_id: Any) -> str | None:
+        from tui.escrow.context import EscrowUnavailableError
+        from tui.escrow.records import SecretKind
+        from tui.escrow.status import VaultState
+
         # Thread: refresh the status, run the flow's pre-flight on this token's
         # record (its error names the exact API path and capability), and
         # return what is on file.
@@ -397,6 +427,10 @@ class EscrowFeature:
         return on_file.words() if on_file is not None else None
 
     async def _ask_current_puk(self, token: TokenScan) -> Secret | None:
+        from tui.escrow.records import SecretKind
+        from tui.ui.modals import PRINTABLE_ASCII, SecretPromptModal
+        from tui.ui.vault_screens import Choice, ChoiceModal
+
         puk = token.smartcard.puk
         tries = f"{puk.remaining} PUK tries left" if puk.remaining is not None else "PUK tries not readable on this key"
         if token.profile is Profile.YUBIKEY:
@@ -422,7 +456,7 @@ class EscrowFeature:
             return None
 
         body = f"Type the PUK {token.token_id} holds now ({tries}). A wrong PUK spends one try."
-        return await self.push_screen_wait(SecretPromptModal("Current PUK", body, kind=SecretKind.PIV_PUK.label, restrict=PUK_CHARACTERS,
+        return await self.push_screen_wait(SecretPromptModal("Current PUK", body, kind=SecretKind.PIV_PUK.label, restrict=PRINTABLE_ASCII,
                                                              max_length=PIV_REFERENCE_MAX, validate=check, confirm_label="Use"))
 
     def _set_puk_confirmation(self, token: TokenScan, path: str) -> str:
@@ -436,6 +470,8 @@ class EscrowFeature:
                 f"and the outcome is recorded as a new version. {shown}\n\n{cost}")
 
     async def _escrow_run_write(self, token: TokenScan, old_puk: Secret, confirmed_version: int | None) -> EscrowResult | None:
+        from tui.escrow.actions import SET_PUK_REASON, set_piv_puk
+
         flow = self.escrow_context.require_flow()
         ticket = self.session.triage.ticket
         observer = getattr(self, "_observe_exchange", None)
@@ -465,6 +501,8 @@ class EscrowFeature:
             self.escrow_write_in_flight = False
 
     def _escrow_record_outcome(self, token: TokenScan, result: EscrowResult) -> None:
+        from tui.escrow.flow import Outcome
+
         token_id = token.token_id
         path = f"/v1/{result.data_path}" if result.data_path else "the escrow record"
         version = result.outcome_version or result.pending_version
@@ -478,6 +516,10 @@ class EscrowFeature:
             self.escrow_puk_on_file[str(token_id)] = f"on file (v{version})"
 
     async def _escrow_show_outcome(self, result: EscrowResult) -> None:
+        from tui.escrow.flow import Outcome
+        from tui.ui.modals import ErrorModal, ShowOnceModal
+        from tui.ui.vault_screens import OutcomeModal
+
         path = f"/v1/{result.data_path}" if result.data_path else "the escrow record"
         version = result.outcome_version or result.pending_version
         if result.not_confirmed:
@@ -503,6 +545,8 @@ class EscrowFeature:
     # --- NOT CONFIRMED: retry, show, discard -------------------------------------
 
     def _escrow_banner(self) -> None:
+        from textual.widgets import Static
+
         screen = self.main_screen
         existing = screen.query("#escrow-banner")
         if not self.escrow_unconfirmed:
@@ -532,6 +576,9 @@ class EscrowFeature:
                         exclusive=True, exit_on_error=False)
 
     async def _escrow_retry_flow(self, result: EscrowResult) -> None:
+        from tui.ui.modals import ConfirmModal, ErrorModal, ShowOnceModal
+        from tui.ui.vault_screens import Choice, ChoiceModal, OutcomeModal
+
         body = (f"{result.message}\n\nThe {result.request.kind.label} stays in memory until its record is written or you discard it.")
         choices = [Choice("w", "Write the record again", "retry"), Choice("v", "Show the value once", "show"),
                    Choice("x", "Discard it (typed confirmation)", "discard")]
@@ -580,6 +627,8 @@ class EscrowFeature:
             self.notify("Quit waits for the running write and its escrow record.", severity="warning")
             return False
         if getattr(self, "escrow_unconfirmed", None):
+            from tui.ui.modals import ConfirmModal
+
             result = self.escrow_unconfirmed[0]
             body = (f"The {result.request.kind.label} of {result.request.token_id} is NOT CONFIRMED in Vault; quitting drops it from memory. "
                     "Press n, then e to retry the record or show the value.")

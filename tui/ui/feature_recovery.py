@@ -18,25 +18,19 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui.errors import KeytriageError, PolicyError
-from tui.escrow.context import EscrowUnavailableError
 from tui.model import ScanResult, TokenScan
-from tui.runbook import STEPS, RunbookFindings, RunbookResult, evaluate
 from tui.secret import Secret
 from tui.ui.actions import ActionSpec
-from tui.ui.modals import DIGITS_ONLY, HEX_ONLY, PRINTABLE_ASCII, ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
-from tui.ui.recovery_screens import (
-    NotConfirmedModal,
-    OverrideModal,
-    ReprovisionWizard,
-    ResultModal,
-    SourceChoice,
-    SourceModal,
-    SourceOption,
-)
-from tui.ui.triage import TriageScreen, triage_summary
+
+# The runbook, the escrow package, the recovery modules and the screens load
+# on first use, so importing the app (this mixin is one of its base classes)
+# stays cheap.
+if TYPE_CHECKING:
+    from tui.runbook import RunbookFindings, RunbookResult
+    from tui.ui.recovery_screens import SourceChoice, SourceOption
 
 log = logging.getLogger("keytriage.ui")
 
@@ -106,6 +100,8 @@ class RecoveryFeature:
     """
 
     recovery_running: bool = False
+    # True while a recovery job (verify, PUK reset, unlock, reprovision) runs on the device thread.
+    recovery_write_in_flight: bool = False
 
     # --- hooks -------------------------------------------------------------
 
@@ -131,11 +127,15 @@ class RecoveryFeature:
 
     def evaluate_runbook(self, scan: ScanResult, token: TokenScan | None) -> RunbookResult:
         """Evaluate the runbook with the Step 0 answers and this session's findings for `token`."""
+        from tui.runbook import evaluate
+
         return evaluate(scan, token, id_sources=self.settings.id_sources, triage=self.session.triage,
                         findings=self.findings_for(token))
 
     def findings_for(self, token: TokenScan | None) -> RunbookFindings:
         """Return this session's findings for `token` (empty for a token without ID)."""
+        from tui.runbook import RunbookFindings
+
         findings = getattr(self, "recovery_findings", None)
         if findings is None:
             findings = self.recovery_findings = {}
@@ -147,9 +147,13 @@ class RecoveryFeature:
 
     def action_triage(self) -> None:
         """Open the Step 0 triage screen; saving sends nothing and re-evaluates the runbook."""
+        from tui.ui.triage import TriageScreen
+
         self.push_screen(TriageScreen(self.session.triage), self._triage_saved)
 
     def _triage_saved(self, answers) -> None:
+        from tui.ui.triage import triage_summary
+
         if answers is None:
             self.activity.add("Triage cancelled; earlier answers kept")
             return
@@ -185,6 +189,8 @@ class RecoveryFeature:
         self.run_worker(self._guarded(flow), name=name, group="recovery", exit_on_error=False)
 
     async def _guarded(self, flow) -> None:
+        from tui.ui.modals import ErrorModal
+
         try:
             await flow
         except Exception as error:  # noqa: BLE001 - the UI must stay up and say what broke
@@ -206,8 +212,15 @@ class RecoveryFeature:
                           f"before {purpose}. Nothing was sent.")
         return token, None
 
-    def _escrow_refusal(self) -> str | None:
-        """Return why no secret can be set now (escrow unavailable), None when escrow is usable."""
+    async def _escrow_refusal(self) -> str | None:
+        """Return why no secret can be set now (escrow unavailable), None when escrow is usable.
+
+        Waits for the escrow context first: it is built in a thread after the
+        first paint, so a flow started right after the first scan may beat it.
+        """
+        from tui.escrow.context import EscrowUnavailableError
+
+        await self.escrow_wait_ready()
         context = self.session.escrow
         if context is None:
             return "Escrow unavailable: no escrow is configured for this session; no secret can be set."
@@ -227,7 +240,11 @@ class RecoveryFeature:
 
     async def _on_device(self, work: Callable[..., Any], token: TokenScan, *args: Any) -> Any:
         """Run `work(channel, token, *args)` on the device thread against the re-resolved token."""
-        return await asyncio.wrap_future(self.device.submit(self._device_job, work, token, *args))
+        self.recovery_write_in_flight = True
+        try:
+            return await asyncio.wrap_future(self.device.submit(self._device_job, work, token, *args))
+        finally:
+            self.recovery_write_in_flight = False
 
     def _device_job(self, work: Callable[..., Any], token: TokenScan, *args: Any) -> Any:
         # Runs on the device thread, like the scan, so the backend is created there.
@@ -248,10 +265,14 @@ class RecoveryFeature:
             self.session.add_event(kind, summary, token_id=token.token_id, **fields)
 
     async def _stop(self, title: str, message: str) -> None:
+        from tui.ui.modals import ErrorModal
+
         self.activity.add(f"{title}: {message}")
         await self.push_screen_wait(ErrorModal(title, message))
 
     async def _pin_input(self, token: TokenScan, title: str, body: str, validate, *, numeric: bool) -> Secret | None:
+        from tui.ui.modals import DIGITS_ONLY, PRINTABLE_ASCII, SecretPromptModal
+
         return await self.push_screen_wait(SecretPromptModal(
             title, body, kind="PIV PIN", restrict=DIGITS_ONLY if numeric else PRINTABLE_ASCII,
             max_length=PIN_MAX_LENGTH, validate=validate, confirm_key="s", confirm_label="Use"))
@@ -276,6 +297,7 @@ class RecoveryFeature:
 
     async def _verify_flow(self) -> None:
         from tui.recovery.verify import claimed_pin_policy, validate_claimed_pin, verify_permission, verify_pin
+        from tui.ui.recovery_screens import OverrideModal, ResultModal
 
         token, refusal = self._target_token("the verify")
         if token is None:
@@ -333,6 +355,8 @@ class RecoveryFeature:
 
     async def _puk_flow(self) -> None:
         from tui.recovery import puk_reset
+        from tui.ui.modals import ConfirmModal
+        from tui.ui.recovery_screens import SourceModal
 
         token, refusal = self._target_token("the PUK reset")
         if token is None:
@@ -342,7 +366,7 @@ class RecoveryFeature:
         if unsupported:
             await self._stop("PUK reset not possible", unsupported)
             return
-        escrow_refusal = self._escrow_refusal()
+        escrow_refusal = await self._escrow_refusal()
         if escrow_refusal:
             await self._stop("PUK reset refused", escrow_refusal)
             return
@@ -399,6 +423,7 @@ class RecoveryFeature:
 
     async def _resolve_puk(self, token: TokenScan, source: str):
         from tui.recovery.puk_reset import puk_from_escrow, puk_from_manifest, typed_puk
+        from tui.ui.modals import PRINTABLE_ASCII, SecretPromptModal
 
         if source == "typed":
             typed = await self.push_screen_wait(SecretPromptModal(
@@ -433,6 +458,8 @@ class RecoveryFeature:
 
     async def _conflict_version(self, escrow) -> int | None:
         """Ask whether to overwrite after a check-and-set conflict; return the version to overwrite, else None."""
+        from tui.ui.modals import ConfirmModal
+
         if escrow is None or getattr(getattr(escrow, "outcome", None), "value", None) != "conflict" or escrow.conflict is None:
             return None
         overwrite = await self.push_screen_wait(ConfirmModal(
@@ -442,6 +469,8 @@ class RecoveryFeature:
 
     async def _show_pin_result(self, title: str, success: bool, verdict: str, escrow, new_pin: Secret | None, *,
                                puk_tries: int | None = None, unlock_tries: int | None = None) -> None:
+        from tui.ui.modals import ErrorModal
+
         if success and new_pin is not None:
             await self._present_secret(escrow, "New PIN", new_pin,
                                        "The user must change this PIN to one only they know.")
@@ -462,6 +491,9 @@ class RecoveryFeature:
 
     async def _present_secret(self, escrow, label: str, secret: Secret, reminder: str) -> None:
         """Show a value that was set: once when escrow confirmed it, else kept on screen with a retry."""
+        from tui.ui.modals import ShowOnceModal
+        from tui.ui.recovery_screens import NotConfirmedModal
+
         while escrow is not None and getattr(escrow, "not_confirmed", False):
             choice = await self.push_screen_wait(NotConfirmedModal(f"{label}: escrow NOT CONFIRMED", label, secret, escrow.message))
             if choice != "retry":
@@ -488,6 +520,8 @@ class RecoveryFeature:
 
     async def _unlock_flow(self) -> None:
         from tui.recovery import unlock
+        from tui.ui.modals import HEX_ONLY, ConfirmModal, SecretPromptModal
+        from tui.ui.recovery_screens import SourceModal
 
         token, refusal = self._target_token("the admin-key unlock")
         if token is None:
@@ -497,7 +531,7 @@ class RecoveryFeature:
         if unsupported:
             await self._stop("Admin-key unlock not possible", unsupported)
             return
-        escrow_refusal = self._escrow_refusal()
+        escrow_refusal = await self._escrow_refusal()
         if escrow_refusal:
             await self._stop("Admin-key unlock refused", escrow_refusal)
             return
@@ -571,6 +605,8 @@ class RecoveryFeature:
 
     async def _reprovision_flow(self) -> None:
         from tui.recovery import reprovision as step10
+        from tui.ui.modals import DIGITS_ONLY, HEX_ONLY, SecretPromptModal
+        from tui.ui.recovery_screens import ReprovisionWizard
 
         token, refusal = self._target_token("the reprovision")
         if token is None:
@@ -583,7 +619,7 @@ class RecoveryFeature:
                              f"{len(scan.tokens)} tokens are attached ({readers}). A wipe needs exactly one attached token: "
                              "remove the others, then rescan (r).")
             return
-        escrow_refusal = self._escrow_refusal()
+        escrow_refusal = await self._escrow_refusal()
         if escrow_refusal:
             await self._stop("Reprovision refused", escrow_refusal)
             return
@@ -637,6 +673,8 @@ class RecoveryFeature:
         self.action_rescan()
 
     async def _show_reprovision_result(self, result) -> None:
+        from tui.ui.recovery_screens import ResultModal
+
         escrow_by_kind = {getattr(item.request.kind, "value", ""): item for item in result.escrow if hasattr(item, "request")}
         if result.new_pin is not None:
             await self._present_secret(escrow_by_kind.get("piv-pin"), "New PIN", result.new_pin,
@@ -673,6 +711,8 @@ def verify_cost_text(token: TokenScan, tries_left: int | None) -> str:
 
 def verify_result_text(result, settings) -> str:
     """Word the verify result as the runbook does, with the counter caveat and the documented default as a hint."""
+    from tui.runbook import STEPS
+
     lines = [result.verdict]
     if result.status is not None:
         lines.append(f"Status word {result.status.sw:04X}: {result.status.words()}.")
@@ -693,6 +733,8 @@ def verify_result_text(result, settings) -> str:
 
 def puk_source_options(availability) -> list[SourceOption]:
     """Return the PUK sources with the reason for each that cannot be used."""
+    from tui.ui.recovery_screens import SourceOption
+
     if availability.escrow is None:
         escrow_unavailable = "no PUK on file"
     elif not availability.escrow_readable:
@@ -710,6 +752,8 @@ def puk_source_options(availability) -> list[SourceOption]:
 
 def admin_key_source_options(context, token: TokenScan) -> list[SourceOption]:
     """Return the admin-key sources; the escrow one is unavailable when nothing is on file."""
+    from tui.ui.recovery_screens import SourceOption
+
     unavailable = None
     label = "Use the admin key on file in escrow"
     try:

@@ -15,11 +15,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tui.clipboard import copy_text
 from tui.draft import STATE_CLOSED, STATE_INTERRUPTED, STATE_OPEN, DraftError, DraftStore, TicketDraft
 from tui.model import ScanResult, TokenScan
-from tui.ticket import KIND_FINDING, history_text, locked_findings, ticket_text
 from tui.ui.actions import ActionSpec
+
+# tui.ticket and tui.clipboard load on first use (after the first scan), so
+# importing the app (this mixin is one of its base classes) stays cheap.
 
 log = logging.getLogger("keytriage.ui.ticket")
 
@@ -70,9 +71,14 @@ class TicketFeature:
         if self.draft_store is None:
             self.draft_store = DraftStore()
         self._install_hangup_handler()
-        self._offer_recovered_draft()
         self._check_ticket_file()
         self.set_interval(DRAFT_CHECK_SECONDS, self.save_draft_if_changed, name="ticket-draft")
+
+        # The draft folder is read in a thread after the first paint; the
+        # worker exists from here on, so `workers.wait_for_complete()` covers it.
+        painted = asyncio.Event()
+        self.call_after_refresh(painted.set)
+        self.run_worker(self._offer_recovered_draft(painted), name="draft-check", group="ticket-draft", exit_on_error=False)
 
     def feature_after_scan(self, result: ScanResult) -> None:
         if result.tokens:
@@ -81,7 +87,8 @@ class TicketFeature:
             self._record_locked_findings(result)
         if self.trace_writer is not None:
             self.trace_writer.record_result(result)
-        self.save_draft_if_changed()
+        # After the repaint, so the scan result is on screen before the ticket is built and written.
+        self.call_after_refresh(self.save_draft_if_changed)
 
     def on_unmount(self) -> None:
         # Textual calls this handler of every class in the app's MRO.
@@ -117,6 +124,8 @@ class TicketFeature:
 
     def ticket_summary(self) -> str:
         """Return the ticket summary text of this session now."""
+        from tui.ticket import ticket_text
+
         scan, token, runbook = self._ticket_source()
         return ticket_text(self.session, scan, token, runbook=runbook)
 
@@ -156,6 +165,8 @@ class TicketFeature:
         self._copy("Ticket summary", text)
 
     def _copy(self, what: str, text: str) -> None:
+        from tui.clipboard import copy_text
+
         result = copy_text(self, text, what)
         self.activity.add(result.message)
         self.notify(result.message, severity="warning" if result.warning else "information", timeout=10)
@@ -172,6 +183,7 @@ class TicketFeature:
                         exit_on_error=False)
 
     async def _history_worker(self, token_id: str) -> None:
+        from tui.ticket import history_text
         from tui.ui.ticket_screens import HistoryScreen
 
         store = self._escrow_store()
@@ -230,9 +242,10 @@ class TicketFeature:
                          "in Vault when this session ended. Check the Vault record before closing.")
         return "".join(f"\n{note}\n" for note in notes)
 
-    def _offer_recovered_draft(self) -> None:
+    async def _offer_recovered_draft(self, painted: asyncio.Event) -> None:
+        await painted.wait()
         try:
-            drafts = self.draft_store.recent(exclude_session=self.session.audit.session)
+            drafts = await asyncio.to_thread(self.draft_store.recent, exclude_session=self.session.audit.session)
         except OSError as exc:
             log.warning("cannot list ticket drafts in %s: %s", self.draft_store.directory, exc)
             return
@@ -247,6 +260,8 @@ class TicketFeature:
 
     def _record_locked_findings(self, result: ScanResult) -> None:
         """Add a "finding" event for each applet a scan shows locked, once per token, applet and state."""
+        from tui.ticket import KIND_FINDING, locked_findings
+
         for token in result.tokens:
             token_id = str(token.token_id) if token.token_id is not None else None
             for applet, summary in locked_findings(token):
@@ -290,8 +305,9 @@ class TicketFeature:
         self.exit(HANGUP_EXIT_CODE, return_code=HANGUP_EXIT_CODE)
 
     def write_in_flight(self) -> bool:
-        """True while a token write or its escrow record is under way (read from the escrow feature)."""
-        return bool(getattr(self, "escrow_write_in_flight", False))
+        """True while a token write or its escrow record is under way (flags of the escrow, recovery and FIDO features)."""
+        return any(getattr(self, flag, False)
+                   for flag in ("escrow_write_in_flight", "recovery_write_in_flight", "fido_write_in_flight"))
 
     async def finish_in_flight_work(self) -> None:
         """Wait until the device job in flight and any escrow write have finished."""

@@ -92,11 +92,12 @@ def run_tui(args: argparse.Namespace) -> int:
         backend = open_backend(lab_scenario)
         return trace_writer.wrap(backend) if trace_writer is not None else backend
 
-    from tui.escrow.context import vault_overrides_from_args
     from tui.ui.app import KeytriageApp
 
     app = KeytriageApp(backend_factory, settings, lab_scenario=lab_scenario)
-    app.escrow_overrides = vault_overrides_from_args(args)
+    # The Vault options are read where the escrow context is built, in a
+    # thread after the first paint, so the escrow package is not imported here.
+    app.escrow_arguments = args
     app.trace_writer = trace_writer
     app.ticket_file = getattr(args, "ticket_file", None)
     try:
