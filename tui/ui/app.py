@@ -3,32 +3,36 @@
 The app never touches a card itself. Every scan is a job on the device-owner
 thread (`tui.device.DeviceOwner`). An async worker awaits its future, so the
 event loop stays free while the card works. The scan's exchange observer runs
-on the device thread and posts messages, which Textual queues thread-safely,
-so the activity log shows each APDU in order and before the scan result.
+on the device thread and collects the exchanges. The event loop writes them to
+the activity log in batches (one repaint per `EXCHANGE_BATCH_SECONDS`), always
+before any other activity line, so each APDU shows in order and before the
+scan result.
+
+Importing this module loads Textual, the main screen and the feature mixins,
+but no feature screen, escrow, recovery, FIDO or lab module: those load when
+an action or worker first needs them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import OptionList, Static
 
-from tui.apdu import Exchange
 from tui.device import DeviceOwner
 from tui.errors import KeytriageError, PcscError
 from tui.audit import AuditTrail
 from tui.model import ScanResult, TokenScan
-from tui.runbook import RunbookResult, select_token
 from tui.session import Session
 from tui.settings import SiteSettings
-from tui.transport import ReaderBackend
 from tui.ui.actions import TOKEN_DIGIT_BINDINGS, all_actions
 from tui.ui.commands import ActionsProvider
 from tui.ui.feature_escrow import EscrowFeature
@@ -48,10 +52,23 @@ from tui.ui.widgets import (
     token_key,
 )
 
+if TYPE_CHECKING:
+    from tui.apdu import Exchange
+    from tui.runbook import RunbookResult
+    from tui.transport import ReaderBackend
+
 log = logging.getLogger("keytriage.ui")
 
-BackendFactory = Callable[[], ReaderBackend]
+BackendFactory = Callable[[], "ReaderBackend"]
 ScanFunction = Callable[..., ScanResult]
+
+# Exchanges observed on the device thread reach the activity log at most this
+# often, so a scan of 17 APDUs costs a few repaints rather than one per APDU.
+EXCHANGE_BATCH_SECONDS = 0.05
+
+# Actions that are always allowed, whatever screen is active: help and quit,
+# unless that screen binds the key itself (its bindings come first).
+GLOBAL_ACTIONS = frozenset({"help", "quit"})
 
 
 class ExchangeObserved(Message):
@@ -61,6 +78,10 @@ class ExchangeObserved(Message):
         super().__init__()
         self.exchange = exchange
         self.when = when
+
+
+class ExchangesPending(Message):
+    """Exchanges are waiting in the app's buffer; posted from the device thread once per batch."""
 
 
 class ScanFinished(Message):
@@ -91,6 +112,8 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
     TITLE = "keytriage"
     COMMANDS = {ActionsProvider}
     BINDINGS = [spec.binding() for spec in all_actions()] + TOKEN_DIGIT_BINDINGS
+    # Actions of the main screen's keys (action table and digits), without their parameters.
+    MAIN_SCREEN_ACTIONS = frozenset(binding.action.partition("(")[0] for binding in BINDINGS) - GLOBAL_ACTIONS
 
     def __init__(self, backend_factory: BackendFactory, settings: SiteSettings, lab_scenario: str | None = None, *,
                  scan: ScanFunction | None = None, device: DeviceOwner | None = None,
@@ -119,6 +142,11 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         # one), never by list index: a rescan can reorder the readers.
         self.selected_key: str | None = None
 
+        # Exchanges observed on the device thread, not yet in the activity log.
+        self._exchange_lock = threading.Lock()
+        self._exchange_buffer: list[tuple[Exchange, datetime]] = []
+        self._exchange_flush_pending = False
+
     # --- screens ---------------------------------------------------------
 
     def get_default_screen(self) -> Screen:
@@ -145,8 +173,15 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
 
     @property
     def activity(self) -> ActivityLog:
-        """The activity log of the main screen."""
-        return self.main_screen.query_one("#activity", ActivityLog)
+        """The activity log of the main screen, with every exchange observed so far already written to it.
+
+        Writing the buffered exchanges first keeps the log in order: a line
+        added after a device job (its result, "Scan finished") always comes
+        after that job's APDUs.
+        """
+        log_widget = self.main_screen.query_one("#activity", ActivityLog)
+        self._write_exchanges(log_widget)
+        return log_widget
 
     # --- scanning ----------------------------------------------------------
 
@@ -184,10 +219,31 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         return self.scan_function(self._backend, self.settings, observer=self._observe_exchange)
 
     def _observe_exchange(self, exchange: Exchange) -> None:
-        # Runs on the device thread; the --trace writer is thread-safe.
+        # Runs on the device thread; the --trace writer is thread-safe. Only
+        # the first exchange of a batch posts a message.
         if self.trace_writer is not None:
             self.trace_writer(exchange)
-        self.post_message(ExchangeObserved(exchange, self.clock()))
+        with self._exchange_lock:
+            self._exchange_buffer.append((exchange, self.clock()))
+            if self._exchange_flush_pending:
+                return
+            self._exchange_flush_pending = True
+        self.post_message(ExchangesPending())
+
+    def on_exchanges_pending(self, message: ExchangesPending) -> None:
+        self.set_timer(EXCHANGE_BATCH_SECONDS, self._flush_exchanges, name="exchange-batch")
+
+    def _flush_exchanges(self) -> None:
+        # A batch already written before another activity line leaves the buffer empty here.
+        self._write_exchanges(self.main_screen.query_one("#activity", ActivityLog))
+
+    def _write_exchanges(self, log_widget: ActivityLog) -> None:
+        with self._exchange_lock:
+            batch = self._exchange_buffer
+            self._exchange_buffer = []
+            self._exchange_flush_pending = False
+        for exchange, when in batch:
+            log_widget.add(exchange.describe(), when)
 
     def on_exchange_observed(self, message: ExchangeObserved) -> None:
         self.activity.add(message.exchange.describe(), message.when)
@@ -221,6 +277,8 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
 
     def selected_token(self) -> TokenScan | None:
         """Return the selected token of the last scan, looked up by its ID (or reader)."""
+        from tui.runbook import select_token
+
         if self.scan_result is None:
             return None
         key = self.selected_key or ""
@@ -294,6 +352,7 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
 
     def action_help(self) -> None:
         """Open the help screen, unless it is already open."""
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
@@ -302,17 +361,41 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         await self.request_quit()
 
     async def request_quit(self) -> None:
-        """Quit the app, unless an escrowed write is in flight or a value is NOT CONFIRMED in Vault.
+        """Quit the app, unless work in flight or a pending FIDO reset would be lost.
 
-        `escrow_allows_quit` then waits for the write (and quits after it) or
-        asks first, and returns False.
+        `escrow_allows_quit` waits for an escrowed write (and quits after it)
+        or asks about a value NOT CONFIRMED in Vault. `fido_allows_quit` asks
+        while a FIDO reset is under way. Any other write on the device thread
+        (a verify, PUK reset, unlock, reprovision or new FIDO PIN) is waited
+        for, then quitting is checked again.
         """
         if not self.escrow_allows_quit():
             return
+        if not self.fido_allows_quit():
+            return
+        if self.write_in_flight():
+            self.notify("Quit waits for the command in flight and its escrow record.", severity="warning")
+            self.run_worker(self._quit_after_write(), name="quit-after-write", group="quit", exclusive=True,
+                            exit_on_error=False)
+            return
         self.exit(0)
 
+    async def _quit_after_write(self) -> None:
+        await self.finish_in_flight_work()
+        await self.request_quit()
+
     def check_action(self, action: str, parameters: tuple[Any, ...]) -> bool | None:
-        """Disable the token navigation keys when there is at most one token, and what a feature disables."""
+        """Allow the main screen's keys only while it is the active screen; then apply what the features disable.
+
+        App bindings also reach full-screen feature screens (FIDO, reset
+        wizard, help) for every key the screen does not bind itself, so
+        without this check `v` on the FIDO screen would open the verify
+        dialog. Help and quit stay allowed everywhere. The token navigation
+        keys are disabled when there is at most one token.
+        """
+        stack = self.screen_stack
+        if action in self.MAIN_SCREEN_ACTIONS and stack and stack[-1] is not stack[0]:
+            return False
         for cls in type(self).__mro__:
             hook = cls.__dict__.get("feature_check_action")
             if hook is not None:

@@ -11,22 +11,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui.errors import PolicyError
-from tui.fido.actions import (
-    FidoActionError,
-    PinAttemptResult,
-    generate_fido_pin,
-    list_credentials,
-    set_new_fido_pin,
-    site_lets_user_set_pin,
-    validate_fido_pin,
-)
-from tui.fido.reset import ResetRunner, ResetWizard
-from tui.fido.state import FidoState
 from tui.secret import Secret
 from tui.ui.actions import ActionSpec
+
+# tui.fido (and python-fido2 behind it) loads on first use, so importing the
+# app (this mixin is one of its base classes) stays cheap.
+if TYPE_CHECKING:
+    from tui.fido.actions import PinAttemptResult
+    from tui.fido.reset import ResetRunner, ResetWizard
+    from tui.fido.state import FidoState
 
 log = logging.getLogger("keytriage.ui")
 
@@ -51,6 +47,10 @@ class FidoFeature:
 
     # Seconds for the reset window; tests replace it to control the countdown.
     fido_clock: Callable[[], float] = staticmethod(time.monotonic)
+    # True while clientPin setPIN and its escrow record run on the device thread.
+    fido_write_in_flight: bool = False
+    # The wizard of the last reset runner handed out; quit asks while it is under way.
+    fido_active_wizard: ResetWizard | None = None
 
     # -- state kept between screens -----------------------------------------------
 
@@ -69,6 +69,8 @@ class FidoFeature:
 
     def fido_state_for(self, key: str) -> FidoState | None:
         """Return the newest FIDO state of token `key`: a re-read one, else the scan's."""
+        from tui.fido.state import FidoState
+
         cached = self._fido_states().get(key)
         if cached is not None:
             return cached
@@ -77,6 +79,7 @@ class FidoFeature:
 
     def feature_after_scan(self, result: Any) -> None:
         """Drop re-read FIDO states once a scan carries a newer one."""
+        from tui.fido.state import FidoState
         from tui.ui.widgets import token_key
 
         states = self._fido_states()
@@ -132,6 +135,8 @@ class FidoFeature:
         return state
 
     def _fido_list_job(self, key: str, reader: str, pin: Secret, state: FidoState, override: bool) -> PinAttemptResult:
+        from tui.fido.actions import FidoActionError, list_credentials
+
         with self.session.locks.hold(key, "FIDO PIN attempt"):
             discovery = self._fido_discovery(reader)
             try:
@@ -157,6 +162,8 @@ class FidoFeature:
         return result
 
     def _fido_set_pin_job(self, key: str, reader: str, pin: Secret, flow: Any, confirmed_version: int | None) -> Any:
+        from tui.fido.actions import FidoActionError, set_new_fido_pin
+
         with self.session.locks.hold(key, "new FIDO PIN"):
             discovery = self._fido_discovery(reader)
             try:
@@ -173,7 +180,8 @@ class FidoFeature:
         """Set a new FIDO PIN on token `key`: typed twice or generated, escrowed before clientPin setPIN."""
         from tui.escrow.context import EscrowContext
         from tui.escrow.flow import Outcome
-        from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
+        from tui.fido.actions import generate_fido_pin, site_lets_user_set_pin
+        from tui.ui.modals import ConfirmModal, ErrorModal, ShowOnceModal
 
         if site_lets_user_set_pin(self.settings):
             say("Site policy (fido_pin_set_by_user): the user sets the FIDO PIN at their first registration; "
@@ -186,6 +194,7 @@ class FidoFeature:
         if state.client_pin_option:
             say("The key already has a FIDO PIN; keytriage sets a new one only on a key without one (after a reset).")
             return
+        await self.escrow_wait_ready()
         context = self.session.escrow if isinstance(self.session.escrow, EscrowContext) else EscrowContext(None)
         flow = context.require_flow()
 
@@ -200,12 +209,12 @@ class FidoFeature:
         if pin is None:
             return
 
-        result = await self.fido_call(self._fido_set_pin_job, key, token.reader, pin, flow, None)
+        result = await self._fido_set_pin(key, token.reader, pin, flow, None)
         if result.outcome is Outcome.CONFLICT:
             body = f"{result.message}\n\nWrite anyway and replace that version?"
             if await self.push_screen_wait(ConfirmModal("Escrow conflict", body, confirm_key="o", confirm_label="Overwrite")):
-                result = await self.fido_call(self._fido_set_pin_job, key, token.reader, pin, flow,
-                                              result.conflict.current_version if result.conflict else None)
+                result = await self._fido_set_pin(key, token.reader, pin, flow,
+                                                  result.conflict.current_version if result.conflict else None)
         say(result.message)
         escrow = [f"{result.data_path} v{result.outcome_version or result.pending_version}"] if result.data_path else []
         self.session.add_event(kind="fido-pin-set", summary=result.words(), token_id=key, applet="FIDO", escrow_refs=escrow)
@@ -217,7 +226,16 @@ class FidoFeature:
             await self.push_screen_wait(ErrorModal("New FIDO PIN", result.message))
         await self.fido_reread(key)
 
+    async def _fido_set_pin(self, key: str, reader: str, pin: Secret, flow: Any, confirmed_version: int | None) -> Any:
+        # Marked in flight, so a quit waits for the PIN and its escrow record.
+        self.fido_write_in_flight = True
+        try:
+            return await self.fido_call(self._fido_set_pin_job, key, reader, pin, flow, confirmed_version)
+        finally:
+            self.fido_write_in_flight = False
+
     async def _fido_prompt_new_pin(self, state: FidoState, say: Callable[[str], None]) -> Secret | None:
+        from tui.fido.actions import validate_fido_pin
         from tui.ui.modals import SecretPromptModal
 
         minimum = state.min_pin_length
@@ -242,7 +260,49 @@ class FidoFeature:
 
     def fido_reset_runner(self, wizard: ResetWizard, *, on_change: Callable[[], None]) -> ResetRunner:
         """Return the runner that does the wizard's device work with this app's backend."""
+        from tui.fido.reset import ResetRunner
+
+        self.fido_active_wizard = wizard
         return ResetRunner(wizard, _LazyBackend(self), self.settings, audit=self.session.audit, on_change=on_change)
+
+    def fido_pending_reset(self) -> ResetWizard | None:
+        """Return the wizard of a FIDO reset that is armed and not finished, else None."""
+        from tui.fido.reset import ResetStep
+
+        wizard = self.fido_active_wizard
+        if wizard is None or wizard.finished or wizard.step in (ResetStep.INTRO, ResetStep.REFUSED):
+            return None
+        return wizard
+
+    def fido_allows_quit(self) -> bool:
+        """Return True when no FIDO reset is under way; otherwise ask before quitting and return False.
+
+        Quit anyway cancels the reset. A key that already received
+        authenticatorReset is erased if the user touches it before the
+        cancel reaches it, so the question says so.
+        """
+        from tui.fido.reset import ResetStep
+        from tui.ui.modals import ConfirmModal
+
+        wizard = self.fido_pending_reset()
+        if wizard is None:
+            return True
+        if wizard.step in (ResetStep.SENDING, ResetStep.WAIT_TOUCH):
+            body = (f"The FIDO reset of {wizard.token_label} was sent and the key waits for the user's touch. "
+                    "Quit anyway cancels it; a touch before the cancel still erases every FIDO credential. "
+                    "Press n to stay and let the reset finish.")
+        else:
+            body = (f"A FIDO reset of {wizard.token_label} is under way ({wizard.step.value.replace('_', ' ')}); "
+                    "nothing was sent yet. Quit anyway cancels it. Press n to stay.")
+
+        def decided(quit_anyway: bool) -> None:
+            if quit_anyway:
+                wizard.cancel()
+                self.exit(0)
+
+        self.push_screen(ConfirmModal("Quit during FIDO reset", body, confirm_key="y", confirm_label="Quit anyway",
+                                      id="fido-reset-quit"), decided)
+        return False
 
     def fido_lab_touch_buttons(self, reader: str) -> list[Any]:
         """LAB: give the lab key's authenticators a touch button and return the buttons."""
@@ -255,6 +315,8 @@ class FidoFeature:
 
     async def fido_lab_control(self, command: str, reader: str) -> None:
         """LAB: remove or insert the lab key in `reader` (on the device thread)."""
+        from tui.fido.actions import FidoActionError
+
         backend = self._backend
         if backend is None or not hasattr(backend, command):
             raise FidoActionError(f"the lab backend has no {command} control")
@@ -283,6 +345,8 @@ class FidoFeature:
             self.activity.add(f"Reading the FIDO state after the reset failed: {error}")
 
     def _fido_require_token(self, key: str) -> Any:
+        from tui.fido.actions import FidoActionError
+
         token = self.fido_token(key)
         if token is None:
             raise FidoActionError(f"token {key} is not in the last scan; rescan (r) and open FIDO again")

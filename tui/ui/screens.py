@@ -9,7 +9,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tui.ui.actions import all_actions, key_text
@@ -90,7 +90,7 @@ _KEY_NAMES = {"question_mark": "?", "escape": "Esc", "space": "Space", "pagedown
 
 
 def _screen_key_lines(screen: Screen) -> list[str]:
-    """Return "keys  description" lines for the bindings a modal screen defines itself."""
+    """Return "keys  description" lines for the bindings `screen` defines itself."""
     bindings = getattr(getattr(screen, "_bindings", None), "key_to_bindings", {}) or {}
     by_action: dict[str, tuple[list[str], str]] = {}
     for key, entries in bindings.items():
@@ -107,11 +107,17 @@ def _key_line(keys: str, text: str) -> list[str]:
     return textwrap.wrap(f"{keys:<10} {text}", HELP_WIDTH, subsequent_indent=" " * 11) or [keys]
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Screen[None]):
     """The keys of the current screen and the runbook in brief; closes with q, n, ? or Escape.
 
     The keys come from the action table (`all_actions`, features included).
-    Opened over a modal, it lists that modal's own keys first.
+    Opened over another screen than the main one, it lists that screen's own
+    keys first.
+
+    It is an opaque full screen, not a modal: a modal dims the screen below,
+    so opening it re-sent every cell of the main screen in new colours (about
+    47 KB at 80x24), which is slow over SSH. The app's `check_action` keeps
+    the main screen's keys from firing under it.
     """
 
     DEFAULT_CSS = """
@@ -159,7 +165,7 @@ class HelpScreen(ModalScreen[None]):
         lines: list[str] = []
         stack = self.app.screen_stack
         below = stack[-2] if len(stack) >= 2 and stack[-1] is self else stack[-1]
-        if isinstance(below, ModalScreen) and not isinstance(below, HelpScreen):
+        if below is not stack[0] and not isinstance(below, HelpScreen):
             title = getattr(below, "title_text", "") or type(below).__name__
             lines.append(f"Keys of {title}:")
             lines += _screen_key_lines(below)
