@@ -1,7 +1,8 @@
 """The `keytriage` command line: the TUI by default, and the headless subcommands.
 
-Each subcommand lives in its own module, imported only when it runs, so that
-`keytriage` starts without loading the lab key, hvac or fido2 it does not need.
+Each subcommand lives in its own module. `main` imports only the module of a
+subcommand named on the command line, so that `keytriage` starts the TUI
+without loading any subcommand module, the lab key, hvac or fido2.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from tui import __version__
 
@@ -45,8 +46,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --lab, escrow to the configured Vault under lab/<base path> instead of the in-memory lab store")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every subcommand registered."""
+def build_parser(argv: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand registered.
+
+    Without `argv` every subcommand module adds its arguments. With `argv`,
+    only the modules of subcommands whose name appears in it are imported.
+    The others are listed with their help but take no arguments, which is
+    harmless because argparse parses only the chosen subcommand's options.
+    """
+    named = None if argv is None else set(argv)
     parser = argparse.ArgumentParser(prog="keytriage", description="Find which applet of a security key is locked, and fix it in the safest order.")
     parser.add_argument("--version", action="version", version=f"keytriage {__version__}")
     add_common_arguments(parser)
@@ -58,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(module=module_name)
         if name != "lab":
             add_common_arguments(sub)
+        if named is not None and name not in named:
+            continue
         module = importlib.import_module(module_name)
         module.add_arguments(sub)
     return parser
@@ -83,8 +93,9 @@ def configure_logging(level_name: str, log_file: str | None, *, tui: bool) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run keytriage; return the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
 
     if args.command is None:
         configure_logging(args.log_level, args.log_file, tui=True)
