@@ -67,6 +67,8 @@ def child_environment(source: Path, scratch: Path) -> dict[str, str]:
     for name in ("config", "state", "run"):
         (scratch / name).mkdir(parents=True, exist_ok=True)
     (scratch / "run").chmod(0o700)
+    # An empty config file: a named config must exist, and an empty one sets nothing.
+    (scratch / "config" / "none.toml").write_text("")
     env.update({
         "TERM": "xterm-256color",
         "PYTHONPATH": str(source),

@@ -176,3 +176,14 @@ async def test_scan_exchanges_before_finish_line():
     assert len([line for line in exchanges if "Escrow" not in line]) >= apdu_count
     assert "Scan finished" in entries[finished]
     assert not any("SELECT" in line for line in entries[finished + 1:])
+
+
+async def test_actions_disabled_below_80x24(make_app):
+    from tests.test_ui_app import FakeScanner, make_scan, make_token, settle
+
+    app = make_app(FakeScanner([make_scan(make_token())]))
+    async with app.run_test(size=(70, 20)) as pilot:
+        await settle(app, pilot)
+        assert app.check_action("verify", ()) is False
+        assert app.check_action("rescan", ()) is False
+        assert app.check_action("quit", ()) is not False

@@ -396,6 +396,10 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         stack = self.screen_stack
         if action in self.MAIN_SCREEN_ACTIONS and stack and stack[-1] is not stack[0]:
             return False
+        # Below 80x24 the panels are replaced by a notice, so no action may
+        # start that the technician cannot read.
+        if action in self.MAIN_SCREEN_ACTIONS and stack and stack[0].has_class("-too-small"):
+            return False
         for cls in type(self).__mro__:
             hook = cls.__dict__.get("feature_check_action")
             if hook is not None:

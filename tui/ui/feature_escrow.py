@@ -316,13 +316,19 @@ class EscrowFeature:
             log.exception("%s stopped with an unexpected error", title)
             self._escrow_refuse(title, f"{title} stopped: {type(error).__name__}: {error}")
 
+    def feature_check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide and disable "set PUK" in read-only mode; it changes the token."""
+        if action == "set_puk" and self.settings.read_only:
+            return False
+        return True
+
     def _set_puk_problem(self, token: TokenScan | None) -> str | None:
         if self.escrow_write_in_flight:
             return "A write is still running; wait for its outcome."
         if self.escrow_unconfirmed:
             return "A value is NOT CONFIRMED in Vault. Press e to retry its record or discard it first."
         if self.settings.read_only:
-            return "This site runs keytriage read-only (tier 1): no action changes a token."
+            return "read-only mode: this site runs keytriage read-only (tier 1), so no action changes a token."
         if token is None:
             return "No token is selected. Insert the token and press r to rescan."
         if token.problem is not None:
@@ -332,6 +338,9 @@ class EscrowFeature:
             return f"The token has no ID{reason}, so nothing set on it could be escrowed under its ID."
         if not token.smartcard.piv_present:
             return f"{token.profile.label} {token.token_id} has no PIV applet, so it has no PIV PUK."
+        if token.profile is Profile.HID_CRESCENDO:
+            return ("HID publishes no PUK command for the Crescendo (it answers 6A88), so no PUK can be set. "
+                    "A blocked PIN on this key is recovered with the admin-key unlock (a).")
         if token.smartcard.puk.state is PinState.BLOCKED:
             return f"The PUK of {token.token_id} is blocked ({token.smartcard.puk.text()}); it cannot be changed. Recovery needs a PIV reset (Step 10)."
         return None

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ log = logging.getLogger("keytriage.ui.ticket")
 
 # Shell convention for a process ended by SIGHUP: 128 + signal number.
 HANGUP_EXIT_CODE = 128 + signal.SIGHUP
+# Seconds the normal exit gets after a SIGHUP, once no command is in flight.
+HANGUP_GRACE_S = 10.0
 
 # How often the draft is compared with the session: events and Step 0
 # answers are added by other features, which do not call this one.
@@ -298,6 +302,18 @@ class TicketFeature:
         log.warning("SIGHUP received: finishing the command in flight and its escrow record, then exiting")
         self.save_draft(STATE_INTERRUPTED)
         self.run_worker(self._exit_after_hangup(), name="hangup", group="hangup", exit_on_error=False)
+        threading.Thread(target=self._hangup_watchdog, name="keytriage-hangup-watchdog", daemon=True).start()
+
+    def _hangup_watchdog(self) -> None:
+        # Once the terminal is gone, Textual's teardown can block for good on
+        # the dead tty, leaving an orphan that holds the reader. The draft is
+        # saved; wait for the device job and any write, then give the normal
+        # exit a grace period and end the process.
+        while self.device.busy or self.write_in_flight():
+            time.sleep(0.2)
+        time.sleep(HANGUP_GRACE_S)
+        log.warning("exit after SIGHUP did not complete within %s s; ending the process", HANGUP_GRACE_S)
+        os._exit(HANGUP_EXIT_CODE)
 
     async def _exit_after_hangup(self) -> None:
         await self.finish_in_flight_work()

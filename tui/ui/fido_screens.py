@@ -362,6 +362,10 @@ STEP_TITLES = {
 class ResetWizardScreen(Screen):
     """The guided FIDO reset; it advances only on the technician's confirmation and the key's insertion."""
 
+    # Focus returning to the (hidden) confirmation field after a modal would
+    # swallow the wizard's letter keys, so nothing takes focus by itself.
+    AUTO_FOCUS = None
+
     DEFAULT_CSS = SCREEN_CSS
     BINDINGS = [
         Binding("y", "confirm", "Start reset", id="wizard-confirm"),
