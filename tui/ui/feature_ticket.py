@@ -58,6 +58,10 @@ class TicketFeature:
     at start so the technician learns early when it cannot be written.
     """
 
+    # Set by `run_tui`: the watchdog may end the process, and `App.run` returned.
+    hangup_watchdog_enabled = False
+    app_run_returned = threading.Event()
+
     trace_writer: Any = None
     ticket_file: str | None = None
     draft_store: DraftStore | None = None
@@ -308,10 +312,14 @@ class TicketFeature:
         # Once the terminal is gone, Textual's teardown can block for good on
         # the dead tty, leaving an orphan that holds the reader. The draft is
         # saved; wait for the device job and any write, then give the normal
-        # exit a grace period and end the process.
+        # exit a grace period and end the process. Only `run_tui` enables it:
+        # an app under test or embedded elsewhere is never ended this way.
+        if not self.hangup_watchdog_enabled:
+            return
         while self.device.busy or self.write_in_flight():
             time.sleep(0.2)
-        time.sleep(HANGUP_GRACE_S)
+        if self.app_run_returned.wait(HANGUP_GRACE_S):
+            return
         log.warning("exit after SIGHUP did not complete within %s s; ending the process", HANGUP_GRACE_S)
         os._exit(HANGUP_EXIT_CODE)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import TextIO
 
 from tui.errors import LabError, PolicyError
@@ -100,9 +101,12 @@ def run_tui(args: argparse.Namespace) -> int:
     app.escrow_arguments = args
     app.trace_writer = trace_writer
     app.ticket_file = getattr(args, "ticket_file", None)
+    app.hangup_watchdog_enabled = True
+    app.app_run_returned = threading.Event()
     try:
         code = app.run()
     finally:
+        app.app_run_returned.set()
         if trace_writer is not None:
             trace_writer.close()
     code = code if isinstance(code, int) else 0
