@@ -60,8 +60,9 @@ def render_token_detail(token: TokenScan | None) -> Text:
     atr = token.atr or "not read"
     # An emulated key served through pcscd looks like hardware; its reserved ID
     # gives it away, and the word LAB says so without relying on colour.
-    lab = " (LAB KEY)" if token.is_lab else ""
-    return Text(f"Reader: {token.reader}{lab}\nATR: {atr}")
+    served_lab_key = any(note.startswith("LAB KEY") for note in token.smartcard.notes)
+    prefix = "LAB KEY  " if served_lab_key else ""
+    return Text(f"Reader: {token.reader}\n{prefix}ATR: {atr}")
 
 
 def _counter_line(label: str, value: str) -> str:
