@@ -607,6 +607,13 @@ async def open_verify_result(pilot) -> None:
     await pilot.press("v")
     await type_secret(pilot, "11223344")
     await wait_for_screen(pilot, ResultModal)
+    # The verify triggers a rescan behind the result: let it finish so the
+    # dimmed main screen is the same in every run.
+    for _ in range(50):
+        if not pilot.app.scanning:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
 
 
 def one_try_left(backend: LabBackend) -> None:

@@ -123,6 +123,13 @@ class EscrowFeature:
         self._set_vault_header("Vault: checking...")
         self.set_interval(HEADER_TICK_SECONDS, self._escrow_tick, name="vault-ttl")
 
+        # The lab store is in memory: building it is quick and does no I/O, so it
+        # is ready before the first scan and its records are seeded by that scan.
+        if self.lab_scenario is not None and not self.escrow_overrides.get("lab_vault") and not getattr(
+                self.escrow_arguments, "lab_vault", False):
+            self._escrow_built(self._escrow_build_context())
+            return
+
         # The worker exists from here on, so `workers.wait_for_complete()`
         # covers it, but it starts building only after the first paint.
         painted = asyncio.Event()
@@ -160,6 +167,10 @@ class EscrowFeature:
             self.escrow_context = context
             self.session.escrow = context
             self._escrow_show_status(announce=True)
+            # A scan that finished while Vault was still being reached skipped
+            # the records lookup: run it now.
+            if getattr(self, "scan_result", None) is not None:
+                EscrowFeature.feature_after_scan(self, self.scan_result)
         self._escrow_ready.set()
 
     def _set_vault_header(self, text: str) -> None:
