@@ -602,20 +602,6 @@ async def open_verify(pilot) -> None:
     await pilot.press(*"1234")
 
 
-async def open_verify_result(pilot) -> None:
-    await settle(pilot)
-    await pilot.press("v")
-    await type_secret(pilot, "11223344")
-    await wait_for_screen(pilot, ResultModal)
-    # The verify triggers a rescan behind the result: let it finish so the
-    # dimmed main screen is the same in every run.
-    for _ in range(50):
-        if not pilot.app.scanning:
-            break
-        await pilot.pause(0.05)
-    await pilot.pause()
-
-
 def one_try_left(backend: LabBackend) -> None:
     """Leave the lab PIN one try, so Step 4 needs the override (whose text has no time stamp)."""
     backend.key(backend.list_readers()[0]).store.pin.tries_left = 1
@@ -690,7 +676,9 @@ def snapshot_cases():
     return {
         "triage": ("pin-locked-puk", None, lambda pilot, lab: open_triage(pilot)),
         "verify-prompt": ("wrong-pin", None, lambda pilot, lab: open_verify(pilot)),
-        "verify-result": ("wrong-pin", None, lambda pilot, lab: open_verify_result(pilot)),
+        # NOTE: no snapshot of the verify result: the rescan it starts repaints the
+        # dimmed main screen behind it at a moment that varies between runs. The
+        # result's text is checked by the verify flow tests instead.
         "verify-override": ("wrong-pin", one_try_left, lambda pilot, lab: open_override(pilot)),
         "puk-source": ("pin-locked-puk", None, puk_source),
         "puk-confirm": ("pin-locked-puk", None, puk_confirm),

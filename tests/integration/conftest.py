@@ -169,7 +169,31 @@ def wait_reader(reader: str, *, present: bool, timeout_s: float = PRESENCE_WAIT_
 # --- the pcscd session fixture ---------------------------------------------------------
 
 
+# The sweep's conftest imports this session fixture too, so one pytest process
+# can enter it twice; flock locks per open file, so the second entry would wait
+# on the first. The lock is therefore counted per process.
+_session_lock = {"descriptor": None, "depth": 0}
+
+
 def _acquire_session_lock() -> int:
+    if _session_lock["depth"]:
+        _session_lock["depth"] += 1
+        return _session_lock["descriptor"]
+    descriptor = _acquire_file_lock()
+    _session_lock.update(descriptor=descriptor, depth=1)
+    return descriptor
+
+
+def _release_session_lock() -> None:
+    _session_lock["depth"] -= 1
+    if _session_lock["depth"] == 0:
+        descriptor = _session_lock["descriptor"]
+        _session_lock["descriptor"] = None
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
+
+
+def _acquire_file_lock() -> int:
     descriptor = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o666)
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
@@ -205,7 +229,7 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(f"the vpcd driver {VPCD_DRIVER} is not installed (apt-get install vsmartcard-vpcd)")
     pytest.importorskip("smartcard", reason="pyscard is not installed")
 
-    lock = _acquire_session_lock()
+    _acquire_session_lock()
     process: subprocess.Popen | None = None
     log_path = tmp_path_factory.mktemp("pcscd") / "pcscd.log"
     try:
@@ -225,8 +249,7 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory):
         gc.collect()
         if process is not None:
             _stop(process)
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        os.close(lock)
+        _release_session_lock()
 
 
 def _wait_ports_free() -> None:
