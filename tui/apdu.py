@@ -82,7 +82,7 @@ class CommandApdu:
         return f"{self.cla:02X} {self.ins:02X} {self.p1:02X} {self.p2:02X}"
 
     def redacted_data(self) -> str:
-        """The data field as hex, or "[N bytes redacted]" for a sensitive command."""
+        """Return the data field as hex, or "[N bytes redacted]" for a sensitive command."""
         if not self.data:
             return ""
         if self.sensitive:
@@ -90,7 +90,7 @@ class CommandApdu:
         return self.data.hex().upper()
 
     def describe(self) -> str:
-        """A one-line, secret-free description for logs and the activity panel."""
+        """Return a one-line, secret-free description for logs and the activity panel."""
         parts = [self.name or "APDU", self.header]
         data = self.redacted_data()
         if data:
@@ -138,7 +138,7 @@ class ResponseApdu:
 
 
 class StatusKind(enum.Enum):
-    """What a status word means to the product."""
+    """The meaning of a status word to the product."""
 
     OK = "ok"
     VERIFY_FAILED = "verify failed"  # 63Cx and 630x: wrong PIN or PUK, x tries left
@@ -171,7 +171,7 @@ class Status:
         return self.kind in (StatusKind.OK, StatusKind.VERIFIED_COUNT_UNKNOWN)
 
     def words(self) -> str:
-        """The status in words, with the try count where the word carries one."""
+        """Return the status in words, with the try count where the word carries one."""
         if self.kind is StatusKind.VERIFY_FAILED:
             noun = "try" if self.tries == 1 else "tries"
             return f"verify failed, {self.tries} {noun} left"
@@ -244,7 +244,7 @@ class Exchange:
     extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
-        """A secret-free one-line summary: command, status word and its words."""
+        """Return a secret-free one-line summary: command, status word and its words."""
         if self.response is None:
             return f"{self.command.name or self.command.header}: {self.error or 'no response'}"
         status = self.status or decode_sw(self.response.sw)

@@ -1,7 +1,7 @@
 """Plain data the scan produces and the UI, `scan --json` and the runbook read.
 
 Nothing here talks to a device. A number that could not be read is `None`
-and its state says why ("unknown", "not readable"); it is never 0.
+and its state gives the reason ("unknown", "not readable"); it is never 0.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class PcscProblem(enum.Enum):
 
 
 class Profile(str, enum.Enum):
-    """Which command set a token speaks, chosen by what it answers."""
+    """The command set a token speaks, chosen by the commands it accepts."""
 
     HID_CRESCENDO = "hid-crescendo"
     YUBIKEY = "yubikey"
@@ -86,7 +86,7 @@ class PinState(str, enum.Enum):
 
 
 class Source(str, enum.Enum):
-    """How a number was obtained; every counter carries one."""
+    """The method that produced a number; every counter carries one."""
 
     METADATA = "GET METADATA"
     STATUS_QUERY = "PIV status query"
@@ -182,7 +182,7 @@ class IdCandidate:
 
 @dataclass
 class SmartCardState:
-    """What the read-only smart-card scan found (runbook Step 3)."""
+    """The findings of the read-only smart-card scan (runbook Step 3)."""
 
     pin: Counter = field(default_factory=lambda: Counter(PinState.UNKNOWN))
     puk: Counter = field(default_factory=lambda: Counter(PinState.NOT_READABLE))

@@ -363,7 +363,7 @@ def set_new_fido_pin(device: Any, flow: Any, token_id: str, new_pin: Secret, *, 
     try:
         ctap = Ctap2(device)
     except OSError as exc:
-        raise FidoActionError(f"the key stopped answering getInfo ({exc}); nothing was written or set. Reinsert it and retry.") from exc
+        raise FidoActionError(f"the key stopped responding to getInfo ({exc}); nothing was written or set. Reinsert it and retry.") from exc
     if not ClientPin.is_supported(ctap.info):
         raise PolicyError("the key's getInfo carries no clientPin option, so it takes no FIDO PIN; nothing was written")
     if ctap.info.options.get("clientPin"):

@@ -483,7 +483,7 @@ def send_reset(discovery: Any, event: threading.Event, on_keepalive: Callable[[i
     except CtapError as exc:
         return decode_ctap_error(exc, transport=endpoint.transport, reset_window_s=reset_window_s)
     except OSError as exc:
-        raise ResetError(f"The key stopped answering before the reset was sent ({exc}); nothing was reset. "
+        raise ResetError(f"The key stopped responding before the reset was sent ({exc}); nothing was reset. "
                          "Reinsert it and start the reset again.") from exc
 
     try:
