@@ -11,6 +11,7 @@ from conftest import FakeScanner, make_scan, make_token
 from tui.session import TriageAnswers
 from tui.ui.triage import (
     TICKET_MAX_LENGTH,
+    MarkedRadioButton,
     TriageScreen,
     tap_question_relevant,
     triage_summary,
@@ -175,6 +176,48 @@ async def test_scan_runs_while_triage_open(make_app):
         assert scanner.calls == 1
         assert app.scan_result is not None
         assert isinstance(app.screen, TriageScreen)
+
+
+def marks(screen, selector: str) -> list[str]:
+    """Return the first three characters each button of a list renders: its state mark."""
+    return [button.render().plain[:3] for button in screen.query_one(selector, RadioSet).query(MarkedRadioButton)]
+
+
+async def test_chosen_answer_marked_in_characters(make_app):
+    app = make_app(FakeScanner([make_scan(make_token())]))
+    app.session.triage = TriageAnswers(trying="passkey")
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        screen = app.screen
+
+        assert marks(screen, "#triage-trying") == ["( )", "(*)", "( )", "( )", "( )", "( )", "( )"]
+        assert marks(screen, "#triage-saw") == ["( )"] * 4
+
+        # The cursor starts on the first answer; the third one takes the mark.
+        await pilot.press("down", "down", "enter")
+        assert screen.query_one("#triage-trying", RadioSet).pressed_index == 2
+        assert marks(screen, "#triage-trying") == ["( )", "( )", "(*)", "( )", "( )", "( )", "( )"]
+
+        await pilot.press("tab", "down", "enter")
+        assert marks(screen, "#triage-saw") == ["( )", "(*)", "( )", "( )"]
+
+
+async def test_marks_shown_under_no_color(make_app, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(FakeScanner([make_scan(make_token())]))
+    app.session.triage = TriageAnswers(trying="vpn-otp", saw="pin-rejected")
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        screenshot = app.export_screenshot()
+
+        assert app.no_color
+        # One chosen answer in each of the two lists shown, nine that are not.
+        assert screenshot.count("(*)") == 2
+        assert screenshot.count("(&#160;)") == 9
 
 
 def test_validate_ticket_rules():

@@ -3,7 +3,9 @@
 The answers only steer where the technician looks first. They never hold
 back the read-only scan, which runs whatever is answered here. The screen is
 keyboard-only: arrows and Enter or Space choose in a list, Tab moves between
-fields, Enter in a text field moves on, `s` saves and `n` cancels.
+fields, Enter in a text field moves on, `s` saves and `n` cancels. The chosen
+answer of each list shows as "(*)" and the others as "( )", so the choice
+reads the same with NO_COLOR and on 16-colour terminals.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.geometry import Size
 from textual.screen import ModalScreen
 from textual.widgets import Input, RadioButton, RadioSet, Static
 
@@ -96,6 +100,29 @@ def triage_summary(answers: TriageAnswers) -> str:
     return "; ".join(parts)
 
 
+class MarkedRadioButton(RadioButton):
+    """A radio button that shows its state in characters: "(*)" when chosen, "( )" when not.
+
+    Textual's `RadioButton` (8.2) draws the same dot in both states and
+    distinguishes them by colour only, which NO_COLOR and 16-colour terminals lose.
+    """
+
+    MARK_ON = "(*)"
+    MARK_OFF = "( )"
+
+    def render(self) -> Content:
+        """Render the mark, then the label, in the button's and the label's component styles."""
+        mark = self.MARK_ON if self.value else self.MARK_OFF
+        button = Content.styled(mark, self.get_visual_style("toggle--button"))
+        label = self.label.pad(1, 1).stylize_before(self.get_visual_style("toggle--label"))
+        return Content.assemble(button, label)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        """Return the width of the mark, the label and the space either side of it."""
+        label_width = self.label.get_optimal_width(self.styles, 0)
+        return len(self.MARK_OFF) + (2 + label_width if label_width else 0)
+
+
 class TriageScreen(ModalScreen[TriageAnswers | None]):
     """Step 0: ask the user what they were doing; dismiss with the answers on `s`, None on `n`.
 
@@ -131,6 +158,15 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
     }
     TriageScreen #triage-tap-box {
         height: auto;
+    }
+    /* The mark carries the state; colour and bold only repeat it. */
+    TriageScreen RadioSet > MarkedRadioButton > .toggle--button {
+        color: $foreground-muted;
+        background: transparent;
+    }
+    TriageScreen RadioSet > MarkedRadioButton.-on > .toggle--button {
+        color: $text-success;
+        text-style: bold;
     }
     """
 
@@ -226,5 +262,5 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
 
 
 def _radio_set(widget_id: str, choices: tuple[Choice, ...], selected: str | None) -> RadioSet:
-    buttons = [RadioButton(choice.label, value=choice.key == selected) for choice in choices]
+    buttons = [MarkedRadioButton(choice.label, value=choice.key == selected) for choice in choices]
     return RadioSet(*buttons, id=widget_id, compact=True)
