@@ -347,6 +347,62 @@ def test_lab_says_lab_in_first_line(tmp_path):
     assert "scenario pin-locked-puk" in text
 
 
+def served_lab_scan():
+    """Scan a lab key the way pcscd serves it: through a backend that does not report `is_lab`."""
+    from tui.lab.backend import LabBackend
+    from tui.scan import scan_all
+
+    backend = LabBackend("pin-locked-puk")
+    backend.is_lab = False
+    return scan_all(backend, SiteSettings())
+
+
+def test_served_lab_key_says_lab(tmp_path):
+    session = new_session(tmp_path)
+    scan = served_lab_scan()
+    token = scan.tokens[0]
+    assert scan.lab_scenario is None
+    assert token.is_lab
+
+    text = ticket_text(session, scan, token, now=NOW)
+
+    assert text.splitlines()[0].startswith("LAB TEST - keytriage ticket summary")
+    lab_field = " ".join(line.strip() for line in field_lines(text, "Lab"))
+    assert f"{token.token_id}: emulated lab key served through pcscd" in lab_field
+    assert "no real token was changed" in lab_field
+    assert "scenario" not in lab_field
+    assert_pasteable(text)
+
+
+def test_served_lab_key_beside_hardware(tmp_path):
+    session = new_session(tmp_path)
+    lab_token = served_lab_scan().tokens[0]
+    hardware = make_token(1, reader="Reader B", token_id="cplc:BBBB")
+    session.add_event("finding", "PIN blocked", token_id=str(lab_token.token_id), applet="smart card")
+
+    ticket = build_ticket(session, make_scan(hardware, lab_token), hardware, now=NOW)
+    text = render_ticket(ticket)
+
+    assert [section.lab for section in ticket.tokens] == [False, True]
+    assert ticket.served_lab_keys == [str(lab_token.token_id)]
+    assert text.startswith("LAB TEST - ")
+    assert "cplc:BBBB: emulated" not in text
+
+
+def test_in_process_lab_names_scenario_only(tmp_path):
+    session = new_session(tmp_path, lab="pin-locked-puk")
+    token = locked_token()
+    token.is_lab = True
+
+    ticket = build_ticket(session, make_scan(token), token, now=NOW)
+    text = render_ticket(ticket)
+
+    assert ticket.served_lab_keys == []
+    assert field_lines(text, "Lab") == ["Lab:          scenario pin-locked-puk: simulated key, no real token was",
+                                        "              changed"]
+    assert "pcscd" not in text
+
+
 def test_real_run_has_no_lab_marking(tmp_path):
     session = new_session(tmp_path)
     token = make_token()

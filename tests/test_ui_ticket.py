@@ -19,6 +19,7 @@ from tui.escrow.memory import MemoryStore
 from tui.escrow.records import EscrowRecord, RecordState, SecretKind
 from tui.model import Counter, PinState, Source
 from tui.secret import Secret
+from tui.settings import SiteSettings
 from tui.ui.app import KeytriageApp
 from tui.ui.feature_ticket import HANGUP_EXIT_CODE
 from tui.ui.run import emit_ticket
@@ -76,6 +77,49 @@ async def test_t_shows_ticket_and_o_closes(make_app):
         await pilot.press("o")
         assert not isinstance(app.screen, TicketScreen)
         assert app.is_running
+
+
+async def test_served_lab_key_ticket_says_lab():
+    from tui.lab.backend import LabBackend
+
+    # pcscd serves the emulated key, so the backend does not report `is_lab`; the token ID marks it.
+    backend = LabBackend("pin-locked-puk")
+    backend.is_lab = False
+    app = KeytriageApp(lambda: backend, SiteSettings(), clock=fixed_clock)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        token = app.selected_token()
+        detail = str(app.main_screen.query_one("#token-detail").render())
+        assert app.session.lab_scenario is None
+        assert token.is_lab
+        assert "LAB KEY" in detail
+
+        await pilot.press("t")
+        await pilot.pause()
+        assert isinstance(app.screen, TicketScreen)
+        assert app.screen.title_text == "Ticket summary (LAB TEST)"
+        text = text_view(app)
+        assert text.startswith("LAB TEST - keytriage ticket summary")
+        assert f"{token.token_id}: emulated lab key served through" in text
+
+        draft = json.loads(app.draft_store.path_for(app.session.audit.session).read_text())
+        assert draft["lab"] is True
+        assert draft["text"].startswith("LAB TEST - ")
+
+
+async def test_hardware_ticket_title_plain(make_app):
+    app = make_app(FakeScanner([locked_scan()]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("t")
+        await pilot.pause()
+
+        assert app.screen.title_text == "Ticket summary"
+        assert "LAB" not in text_view(app)
+        draft = json.loads(app.draft_store.path_for(app.session.audit.session).read_text())
+        assert draft["lab"] is False
 
 
 async def test_ticket_q_closes_not_quits(make_app):

@@ -10,7 +10,9 @@ The Step 0 answers and the ticket number head the text.
 The text pastes cleanly into a ticket system: ASCII only, at most 72 columns,
 no control characters or colour codes, with one exception: an escrow Vault
 path longer than a line stays whole on its own line, so it can be copied.
-A lab run says LAB in the first line.
+The first line of a lab run's ticket starts with LAB TEST, and so does that
+of a ticket about a lab key served through pcscd: the scan flags such a key
+(`TokenScan.is_lab`) by its token ID in the lab's reserved range.
 
 Event vocabulary. Actions append `SessionEvent`s, and this module reads them:
 - `kind` "finding" with `applet` set: that applet was found locked.
@@ -106,6 +108,8 @@ class TokenSection:
     steps: list[str] = field(default_factory=list)
     escrow_refs: list[str] = field(default_factory=list)
     user_actions: list[str] = field(default_factory=list)
+    # True when the scan flagged the token as a lab key, in process or served through pcscd.
+    lab: bool = False
 
 
 @dataclass
@@ -122,8 +126,15 @@ class Ticket:
 
     @property
     def is_lab(self) -> bool:
-        """True for a lab run."""
-        return self.lab_scenario is not None
+        """True for a lab run, or when any token in the ticket is a lab key."""
+        return self.lab_scenario is not None or any(section.lab for section in self.tokens)
+
+    @property
+    def served_lab_keys(self) -> list[str]:
+        """The token IDs of the lab keys in a run without a lab scenario: keys served through pcscd."""
+        if self.lab_scenario is not None:
+            return []
+        return [section.token_id or f"token in {section.reader}" for section in self.tokens if section.lab]
 
 
 # --- building --------------------------------------------------------------------------------
@@ -187,6 +198,7 @@ def _section(token: TokenScan | None, token_id: str | None, events: list[Session
         section.cuid = token.cuid
         section.profile = token.profile.label
         section.reader = token.reader
+        section.lab = token.is_lab
 
     # The runbook result is read through getattr: it gains fields as the runbook's later steps arrive.
     verdict = str(getattr(runbook, "verdict", "") or "")
@@ -399,8 +411,13 @@ def render_ticket(ticket: Ticket) -> str:
     lines = textwrap.wrap(ascii_text(f"{prefix}keytriage ticket summary {number}"), WIDTH, break_on_hyphens=False)
 
     lines += _field("Ticket", number)
-    if ticket.is_lab:
+    if ticket.lab_scenario is not None:
         lines += _field("Lab", f"scenario {ticket.lab_scenario}: simulated key, no real token was changed")
+    served = ticket.served_lab_keys
+    if served:
+        keys = ", ".join(served)
+        lines += _field("Lab", f"{keys}: emulated lab key{'s' if len(served) > 1 else ''} served through pcscd "
+                               "(token ID in the lab's reserved range), no real token was changed")
     lines += _field("Date", f"{ticket.created.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     if ticket.user:
         lines += _field("Technician", f"{ticket.user} on {ticket.host}" if ticket.host else ticket.user)

@@ -130,12 +130,18 @@ class TicketFeature:
             return self._ticket_scan, token, None
         return self.scan_result, None, self.runbook
 
-    def ticket_summary(self) -> str:
-        """Return the ticket summary text of this session now."""
-        from tui.ticket import ticket_text
+    def build_session_ticket(self):
+        """Build the `tui.ticket.Ticket` of this session now."""
+        from tui.ticket import build_ticket
 
         scan, token, runbook = self._ticket_source()
-        return ticket_text(self.session, scan, token, runbook=runbook)
+        return build_ticket(self.session, scan, token, runbook=runbook)
+
+    def ticket_summary(self) -> str:
+        """Return the ticket summary text of this session now."""
+        from tui.ticket import render_ticket
+
+        return render_ticket(self.build_session_ticket())
 
     def final_ticket_text(self) -> str | None:
         """Return the ticket to print at exit, None when no scan of this session found a token."""
@@ -145,6 +151,7 @@ class TicketFeature:
 
     def action_ticket(self) -> None:
         """Open the ticket summary (or, before any scan, the draft of an interrupted session)."""
+        from tui.ticket import render_ticket
         from tui.ui.ticket_screens import TicketScreen
 
         if isinstance(self.screen, TicketScreen):
@@ -153,8 +160,9 @@ class TicketFeature:
         draft_text = draft.text if draft is not None else None
         draft_title = f"Draft of {draft.updated[:16].replace('T', ' ')} UTC ({draft.state})" if draft else ""
         show_draft = draft is not None and self._ticket_scan is None
-        self.push_screen(TicketScreen(self.ticket_summary(), draft_text=draft_text, draft_title=draft_title,
-                                      show_draft=show_draft))
+        ticket = self.build_session_ticket()
+        self.push_screen(TicketScreen(render_ticket(ticket), draft_text=draft_text, draft_title=draft_title,
+                                      show_draft=show_draft, lab=ticket.is_lab))
 
     # --- clipboard ----------------------------------------------------------------
 
@@ -223,12 +231,16 @@ class TicketFeature:
         """Write this session's ticket draft; a write failure is logged and shown once instead of raised."""
         if self.draft_store is None or (self._ticket_scan is None and not self.session.events):
             return
-        text = self.ticket_summary() + self._unconfirmed_note()
+        from tui.ticket import render_ticket
+
+        ticket = self.build_session_ticket()
+        text = render_ticket(ticket) + self._unconfirmed_note()
         _, token, _ = self._ticket_source()
         token_id = str(token.token_id) if token is not None and token.token_id is not None else None
         try:
+            # A served lab key makes the draft a lab one too, like the ticket's first line.
             self.draft_store.save(self.session.audit.session, text, token_id=token_id,
-                                  lab=self.session.is_lab, state=state)
+                                  lab=self.session.is_lab or ticket.is_lab, state=state)
         except DraftError as exc:
             # Said once; the next change tries again.
             if not self._draft_failed:

@@ -101,7 +101,11 @@ class TextViewScreen(ModalScreen[None]):
 
 
 class TicketScreen(TextViewScreen):
-    """The ticket summary: `c` copies it, `d` switches to the draft of an interrupted session."""
+    """The ticket summary: `c` copies it, `d` switches to the draft of an interrupted session.
+
+    With `lab` set (a lab run, or a lab key served through pcscd) the title
+    contains LAB TEST, as the ticket's first line does.
+    """
 
     BINDINGS = [
         Binding("c", "copy", "Copy", id="ticket-copy"),
@@ -109,8 +113,9 @@ class TicketScreen(TextViewScreen):
     ]
 
     def __init__(self, text: str, *, draft_text: str | None = None, draft_title: str = "",
-                 show_draft: bool = False) -> None:
+                 show_draft: bool = False, lab: bool = False) -> None:
         self.ticket_text = text
+        self.ticket_title = "Ticket summary (LAB TEST)" if lab else "Ticket summary"
         self.draft_text = draft_text
         self.draft_title = draft_title
         self.showing_draft = show_draft and draft_text is not None
@@ -121,7 +126,7 @@ class TicketScreen(TextViewScreen):
         if self.showing_draft:
             super().__init__(draft_title, draft_text, id="ticket-screen")
         else:
-            super().__init__("Ticket summary", text, id="ticket-screen")
+            super().__init__(self.ticket_title, text, id="ticket-screen")
 
     def action_copy(self) -> None:
         """Send the text shown to the clipboard."""
@@ -136,7 +141,7 @@ class TicketScreen(TextViewScreen):
         if self.showing_draft:
             self.show_text(self.draft_title, self.draft_text)
         else:
-            self.show_text("Ticket summary", self.ticket_text)
+            self.show_text(self.ticket_title, self.ticket_text)
 
 
 class HistoryScreen(TextViewScreen):
