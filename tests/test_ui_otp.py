@@ -221,22 +221,96 @@ async def type_key(pilot, key_hex: str) -> None:
     await pilot.pause()
 
 
-async def test_x_stale_key_fails_once():
+async def open_xauth(pilot) -> ExternalAuthScreen:
+    """Press x and wait until the screen has looked up the key on file."""
+    await pilot.press("x")
+    screen = pilot.app.screen
+    assert isinstance(screen, ExternalAuthScreen)
+    await wait_for(pilot, screen._lookup_done.is_set, "the key-on-file lookup")
+    await pilot.pause()
+    return screen
+
+
+def secret_nowhere(app: KeytriageApp, screen, key: bytes) -> None:
+    """Assert that `key` is in neither the audit trail, the activity log nor the screen's text."""
+    hex_key = key.hex().upper()
+    assert hex_key not in audit_lines(app).upper()
+    assert not any(hex_key in line.upper() for line in app.activity.entries)
+    for selector in ("#xauth-state", "#xauth-on-file", "#xauth-result", "#xauth-status"):
+        assert hex_key not in text_of(screen, selector).upper()
+
+
+async def test_x_offers_key_on_file():
+    app = lab_app("admin-key-on-file")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        screen = await open_xauth(pilot)
+
+        assert "admin key on file (v1) in escrow" in text_of(screen, "#xauth-on-file")
+        assert text_of(screen, "#xauth-keys").startswith("[t] Test the key on file    [k] Type a key instead")
+        assert recording == []
+
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        assert "admin key on file in escrow (on file (v1))" in app.screen.body
+        assert recording == []
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.result is not None, "the test result")
+
+        assert "External auth is functional" in text_of(screen, "#xauth-result")
+        assert "Key tested: escrow record, escrow version 1" in text_of(screen, "#xauth-result")
+        assert len(sent(recording, EXTERNAL_AUTHENTICATE)) == 1
+        record = [r for r in app.session.audit.records() if r.operation == "xauth-test"][-1]
+        assert record.details["source"] == "escrow record"
+        assert record.details["escrow_version"] == 1
+        secret_nowhere(app, screen, LAB_ADMIN_KEY)
+
+
+async def test_x_key_on_file_read_in_thread(monkeypatch):
+    import threading
+
+    import tui.ui.otp_screens as otp_screens
+
+    threads: dict[str, str] = {}
+
+    def recorded(name, function):
+        def wrapper(*args):
+            threads[name] = threading.current_thread().name
+            return function(*args)
+        return wrapper
+
+    monkeypatch.setattr(otp_screens, "admin_key_on_file", recorded("metadata", otp_screens.admin_key_on_file))
+    monkeypatch.setattr(otp_screens, "read_admin_key_on_file", recorded("value", otp_screens.read_admin_key_on_file))
+    app = lab_app("admin-key-on-file")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        screen = await open_xauth(pilot)
+        assert set(threads) == {"metadata"}
+
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        # The value is read only once the technician confirmed.
+        assert set(threads) == {"metadata"}
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.result is not None, "the test result")
+
+    main = threading.main_thread().name
+    assert threads["metadata"] != main
+    assert threads["value"] != main
+
+
+async def test_x_stale_key_on_file_fails_once():
     app = lab_app("xauth-stale")
     async with app.run_test(size=(80, 24)) as pilot:
         await scan_done(pilot)
         recording = lab_card(app).start_recording()
-        await pilot.press("x")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, ExternalAuthScreen)
+        screen = await open_xauth(pilot)
         assert "configured, AES-128" in text_of(screen, "#xauth-state")
         assert recording == []
 
         await pilot.press("t")
-        await pilot.pause()
-        assert isinstance(app.screen, SecretPromptModal)
-        await type_key(pilot, LAB_STALE_ADMIN_KEY.hex())
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.result is not None, "the test result")
         assert app.screen is screen
@@ -245,11 +319,17 @@ async def test_x_stale_key_fails_once():
         assert "Do not repeat the test" in result
         assert len(sent(recording, EXTERNAL_AUTHENTICATE)) == 1
         assert len(sent(recording, GET_CHALLENGE)) == 1
-        assert LAB_STALE_ADMIN_KEY.hex().upper() not in audit_lines(app).upper()
         assert '"outcome": "failed"' in audit_lines(app)
+        secret_nowhere(app, screen, LAB_STALE_ADMIN_KEY)
 
-        # A second test is never started by itself: it needs a warning and a choice.
+        # The same key on file is never tested twice: t is rejected without a prompt.
         await pilot.press("t")
+        await wait_for(pilot, lambda: "already failed" in text_of(screen, "#xauth-status"), "the refusal")
+        assert app.screen is screen
+        assert "Press k to test a different key" in text_of(screen, "#xauth-status")
+
+        # A typed key after a failure needs a warning and a choice.
+        await pilot.press("k")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmModal)
         assert "already failed" in app.screen.body
@@ -259,41 +339,123 @@ async def test_x_stale_key_fails_once():
         assert len(sent(recording, EXTERNAL_AUTHENTICATE)) == 1
 
 
+async def test_x_typed_key_after_stale_failure():
+    app = lab_app("xauth-stale")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        screen = await open_xauth(pilot)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.result is not None, "the first result")
+        assert not screen.result.succeeded
+
+        await pilot.press("k")
+        await pilot.pause()
+        await pilot.press("s")  # continue past the warning, with a different key
+        await pilot.pause()
+        assert isinstance(app.screen, SecretPromptModal)
+        await type_key(pilot, LAB_ADMIN_KEY.hex())
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.result.succeeded, "the second result")
+
+        assert "Key tested: typed by the technician" in text_of(screen, "#xauth-result")
+        assert len(sent(recording, EXTERNAL_AUTHENTICATE)) == 2
+        sources = [r.details.get("source") for r in app.session.audit.records() if r.operation == "xauth-test"]
+        assert sources == ["escrow record", "typed by the technician"]
+
+
+async def test_x_cancel_confirmation_sends_nothing():
+    app = lab_app("admin-key-on-file")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        screen = await open_xauth(pilot)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is screen, "the screen again")
+
+        assert text_of(screen, "#xauth-status") == "Not sent."
+        assert recording == []
+        assert not [r for r in app.session.audit.records() if r.operation == "xauth-test"]
+
+
+async def test_x_nothing_on_file_asks_typed():
+    app = lab_app("healthy")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        screen = await open_xauth(pilot)
+        assert "none usable (no admin key on file)" in text_of(screen, "#xauth-on-file")
+        assert text_of(screen, "#xauth-keys").startswith("[t] Type the admin key and test it")
+
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, SecretPromptModal), "the key prompt")
+        await type_key(pilot, LAB_ADMIN_KEY.hex())
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.result is not None, "the test result")
+        assert screen.result.succeeded
+        assert len(sent(recording, EXTERNAL_AUTHENTICATE)) == 1
+
+
+async def test_x_without_escrow_asks_typed():
+    app = lab_app("admin-key-on-file")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        app.session.escrow = None
+        screen = await open_xauth(pilot)
+        assert "no escrow is configured for this session" in text_of(screen, "#xauth-on-file")
+
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, SecretPromptModal), "the key prompt")
+
+
+async def test_x_unreadable_value_sends_nothing(monkeypatch):
+    from tui.escrow.errors import VaultPermissionError
+
+    def forbidden(escrow, token_id):
+        raise VaultPermissionError("permission denied reading secret/data/keytriage/tokens/x/admin-key; "
+                                   "ask for read on data paths", api_path="/v1/secret/data/x", capability="read",
+                                   method="GET")
+
+    monkeypatch.setattr("tui.ui.otp_screens.read_admin_key_on_file", forbidden)
+    app = lab_app("admin-key-on-file")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await scan_done(pilot)
+        recording = lab_card(app).start_recording()
+        screen = await open_xauth(pilot)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorModal), "the error")
+
+        assert "could not be read" in app.screen.message
+        assert "Press k to type the key" in app.screen.message
+        assert recording == []
+        assert screen.result is None
+
+
 async def test_x_hidden_read_only():
     app = lab_app("xauth-stale", read_only=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await scan_done(pilot)
         recording = lab_card(app).start_recording()
-        await pilot.press("x")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, ExternalAuthScreen)
-        assert "[t]" not in text_of(screen, "#xauth-keys")
+        screen = await open_xauth(pilot)
+        assert text_of(screen, "#xauth-keys") == "[n] Close"
         assert text_of(screen, "#xauth-status").startswith("read-only mode: the admin-key test is disabled")
         assert screen.check_action("test_key", ()) is False
+        assert screen.check_action("type_key", ()) is False
 
-        await pilot.press("t")
+        await pilot.press("t", "k")
         await pilot.pause()
         assert app.screen is screen
         screen.action_test_key()
+        screen.action_type_key()
         await pilot.pause()
         assert app.screen is screen
         assert recording == []
-
-
-async def test_x_right_key_functional():
-    app = lab_app("xauth-stale")
-    async with app.run_test(size=(80, 24)) as pilot:
-        await scan_done(pilot)
-        recording = lab_card(app).start_recording()
-        await pilot.press("x", "t")
-        await pilot.pause()
-        await type_key(pilot, LAB_ADMIN_KEY.hex())
-        await pilot.press("s")
-        await wait_for(pilot, lambda: app.screen.result is not None, "the test result")
-        assert "External auth is functional" in text_of(app.screen, "#xauth-result")
-        assert len(sent(recording, EXTERNAL_AUTHENTICATE)) == 1
-        assert app.session.events[-1].kind == "xauth-test"
 
 
 async def test_x_wrong_length_never_sent():
@@ -301,7 +463,8 @@ async def test_x_wrong_length_never_sent():
     async with app.run_test(size=(80, 24)) as pilot:
         await scan_done(pilot)
         recording = lab_card(app).start_recording()
-        await pilot.press("x", "t")
+        await open_xauth(pilot)
+        await pilot.press("k")
         await pilot.pause()
         await type_key(pilot, "0102030405060708")
         modal = app.screen
@@ -323,10 +486,12 @@ async def test_x_not_for_yubikey():
     async with app.run_test(size=(80, 24)) as pilot:
         await scan_done(pilot)
         recording = lab_card(app).start_recording()
-        await pilot.press("x", "t")
-        await pilot.pause()
-        assert isinstance(app.screen, ExternalAuthScreen)
-        assert "HID Crescendo" in text_of(app.screen, "#xauth-status")
+        screen = await open_xauth(pilot)
+        for key in ("t", "k"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is screen
+            assert "HID Crescendo" in text_of(screen, "#xauth-status")
         assert recording == []
 
 
@@ -336,7 +501,8 @@ async def test_x_token_gone_reports_error():
         await scan_done(pilot)
         reader = app._backend.list_readers()[0]
         app._backend.remove(reader)
-        await pilot.press("x", "t")
+        await open_xauth(pilot)
+        await pilot.press("k")
         await pilot.pause()
         await type_key(pilot, LAB_ADMIN_KEY.hex())
         await pilot.press("s")
@@ -366,9 +532,8 @@ def test_otp_confirm_snapshot(snap_compare):
 
 
 def test_external_auth_snapshot(snap_compare):
-    async def open_xauth(pilot):
+    async def open_screen(pilot):
         await scan_done(pilot)
-        await pilot.press("x")
-        await pilot.pause()
+        await open_xauth(pilot)
 
-    assert snap_compare(lab_app("xauth-stale"), terminal_size=(80, 24), run_before=open_xauth)
+    assert snap_compare(lab_app("xauth-stale"), terminal_size=(80, 24), run_before=open_screen)

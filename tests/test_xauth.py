@@ -13,9 +13,12 @@ from tui.xauth import (
     AES_128,
     LAST_RESORT,
     TDES,
+    AdminKeyNotOnFileError,
     XauthOutcome,
+    admin_key_on_file,
     compute_cryptogram,
     parse_admin_key,
+    read_admin_key_on_file,
     test_admin_key,
 )
 
@@ -250,3 +253,67 @@ def test_external_authenticate_status_words(sw, outcome):
     assert result.next_steps
     # 6300 from EXTERNAL AUTHENTICATE is a bad cryptogram, never "0 tries left".
     assert result.status.tries is None
+
+
+# --- the admin key on file in escrow ------------------------------------------------------
+
+ESCROW_TOKEN_ID = "cplc:1AB07E575A17C0DE0019"
+
+
+def memory_escrow(*records):
+    """Return an escrow context over a memory store holding `records`: (value, state) admin-key records."""
+    from tui.escrow.context import EscrowContext
+    from tui.escrow.flow import EscrowFlow
+    from tui.escrow.memory import MemoryStore
+    from tui.escrow.records import SecretKind
+
+    store = MemoryStore()
+    for value, state in records:
+        store.seed(ESCROW_TOKEN_ID, SecretKind.ADMIN_KEY, Secret(value, "admin key"), encoding="hex", state=state)
+    return EscrowContext(EscrowFlow(store, user="technician"), label="test store", store=store)
+
+
+def test_key_on_file_read_and_parsed():
+    from tui.escrow.records import RecordState
+
+    escrow = memory_escrow((LAB_STALE_ADMIN_KEY, RecordState.APPLIED), (LAB_ADMIN_KEY, RecordState.APPLIED))
+
+    on_file = admin_key_on_file(escrow, ESCROW_TOKEN_ID)
+    key, version = read_admin_key_on_file(escrow, ESCROW_TOKEN_ID)
+
+    assert on_file.applied_version == 2
+    assert on_file.words() == "on file (v2)"
+    assert version == 2
+    assert parse_admin_key(key, AES_128).reveal_bytes() == LAB_ADMIN_KEY
+    assert LAB_ADMIN_KEY.hex() not in repr(key).lower()
+
+
+def test_nothing_on_file():
+    escrow = memory_escrow()
+
+    assert admin_key_on_file(escrow, ESCROW_TOKEN_ID) is None
+    with pytest.raises(AdminKeyNotOnFileError, match=ESCROW_TOKEN_ID):
+        read_admin_key_on_file(escrow, ESCROW_TOKEN_ID)
+
+
+def test_pending_key_not_read():
+    from tui.escrow.records import RecordState
+
+    escrow = memory_escrow((LAB_ADMIN_KEY, RecordState.PENDING))
+
+    on_file = admin_key_on_file(escrow, ESCROW_TOKEN_ID)
+    assert on_file is not None
+    assert on_file.applied_version is None
+    with pytest.raises(AdminKeyNotOnFileError, match="no applied admin key"):
+        read_admin_key_on_file(escrow, ESCROW_TOKEN_ID)
+
+
+def test_key_on_file_without_escrow():
+    from tui.escrow.context import EscrowContext, EscrowUnavailableError
+
+    escrow = EscrowContext(None, unavailable_reason="no Vault address is configured")
+
+    with pytest.raises(EscrowUnavailableError, match="no Vault address"):
+        admin_key_on_file(escrow, ESCROW_TOKEN_ID)
+    with pytest.raises(EscrowUnavailableError, match="no Vault address"):
+        read_admin_key_on_file(escrow, ESCROW_TOKEN_ID)

@@ -10,6 +10,10 @@ an AES-128 key, and GET CHALLENGE returns 6A88 when no admin key is set.
 without the verdict text, for the admin-key PIN unlock that needs XAUTH1 in
 the session before UNLOCK PIN. A failed EXTERNAL AUTHENTICATE is never retried
 here: the caller decides whether to spend another attempt.
+
+The key tested is by default the admin key on file in escrow:
+`admin_key_on_file` reads only its metadata, and `read_admin_key_on_file`
+reads the value just before the test.
 """
 
 from __future__ import annotations
@@ -18,12 +22,18 @@ import enum
 import string
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from tui.aca import GET_CHALLENGE_COMMAND, admin_key_from_challenge, select_aca
 from tui.apdu import CommandApdu, Status, StatusKind
-from tui.errors import PolicyError
+from tui.errors import KeytriageError, PolicyError
 from tui.model import AdminKey
 from tui.secret import Secret
 from tui.transport import Channel
+
+if TYPE_CHECKING:
+    from tui.escrow.context import EscrowContext
+    from tui.escrow.flow import OnFile
 
 # P2 of EXTERNAL AUTHENTICATE: key index 1, the XAUTH1 admin key.
 XAUTH1_KEY_INDEX = 0x01
@@ -119,6 +129,42 @@ def _triple_des(key: bytes):
     except ImportError:  # pragma: no cover - depends on the installed cryptography
         from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES
     return TripleDES(key)
+
+
+# --- the admin key on file in escrow ------------------------------------------------------
+
+
+class AdminKeyNotOnFileError(KeytriageError):
+    """Escrow has no applied admin key for the token, so there is nothing on file to test."""
+
+
+def admin_key_on_file(escrow: EscrowContext, token_id: str) -> OnFile | None:
+    """Return the escrow metadata of the admin key on file for `token_id`, None when nothing is on file.
+
+    Blocking: it may call Vault. The value is not read. Raises
+    `EscrowUnavailableError` when escrow cannot be used now and `EscrowError`
+    when Vault fails; both messages name the reason.
+    """
+    from tui.escrow.records import SecretKind
+
+    return escrow.require_flow().on_file(token_id, SecretKind.ADMIN_KEY)
+
+
+def read_admin_key_on_file(escrow: EscrowContext, token_id: str) -> tuple[Secret, int]:
+    """Read the applied admin key on file for `token_id`; return it with its escrow version.
+
+    Blocking: it calls Vault. The key stays in a `Secret` and is never
+    logged. Raises `AdminKeyNotOnFileError` when no version is applied,
+    `VaultPermissionError` naming the path when the Vault policy does not
+    allow reading values, and the other escrow errors as
+    `admin_key_on_file` does.
+    """
+    from tui.escrow.records import SecretKind
+
+    found = escrow.require_flow().read_value_on_file(token_id, SecretKind.ADMIN_KEY)
+    if found is None:
+        raise AdminKeyNotOnFileError(f"no applied admin key is on file for {token_id}; type the key to test it")
+    return found
 
 
 # --- Step 11 ------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ scan read. Each has one deliberate action that talks to the token: generating
 one HOTP code (it advances the token's counter) and testing the admin key
 with exactly one EXTERNAL AUTHENTICATE. The device work runs on the
 device-owner thread. Just before anything is sent, the reader is looked up
-again by token ID in the latest scan.
+again by token ID in the latest scan. The admin key tested is by default the
+one on file in escrow, read in a thread and never shown; the technician can
+type another one instead.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -29,7 +32,10 @@ from tui.oath import HID_BUTTON_SLOT, HotpGeneration, HotpOutcome, OtpSlots
 from tui.secret import Secret
 from tui.transport import Channel
 from tui.ui.modals import HEX_ONLY, ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
-from tui.xauth import XauthOutcome, XauthResult, parse_admin_key
+from tui.xauth import XauthOutcome, XauthResult, admin_key_on_file, parse_admin_key, read_admin_key_on_file
+
+if TYPE_CHECKING:
+    from tui.escrow.flow import OnFile
 
 SCREEN_CSS = """
 .otp-dialog {
@@ -42,6 +48,9 @@ SCREEN_CSS = """
 }
 .otp-status {
     text-style: bold;
+}
+#xauth-on-file {
+    margin-top: 1;
 }
 """
 
@@ -311,11 +320,18 @@ class OtpSlotsScreen(ModalScreen[None]):
 
 
 class ExternalAuthScreen(ModalScreen[None]):
-    """Step 11: the admin key's state and one deliberate admin-key test (EXTERNAL AUTHENTICATE)."""
+    """Step 11: the admin key's state and one deliberate admin-key test (EXTERNAL AUTHENTICATE).
+
+    `t` tests the admin key on file in escrow after a confirmation, or asks
+    for the key when none is on file. `k` asks for a typed key instead. The
+    escrow metadata is looked up in a thread when the screen opens, and the
+    key's value is read in a thread only after the confirmation.
+    """
 
     DEFAULT_CSS = SCREEN_CSS
     BINDINGS = [
         Binding("t", "test_key", "Test the admin key", id="xauth-test"),
+        Binding("k", "type_key", "Type a key", id="xauth-type"),
         Binding("n,escape", "close", "Close", id="xauth-close"),
     ]
 
@@ -324,19 +340,24 @@ class ExternalAuthScreen(ModalScreen[None]):
         self.token = token
         self.testing = False
         self.result: XauthResult | None = None
+        # The escrow metadata of the key on file, or why none can be used.
+        self.on_file: OnFile | None = None
+        self.on_file_problem: str | None = "not looked up yet"
+        self._lookup_done = asyncio.Event()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-dialog otp-dialog"):
             with VerticalScroll(classes="otp-content"):
                 yield Static(self._state_text(), id="xauth-state", markup=False)
+                yield Static("Key on file: looking it up in escrow...", id="xauth-on-file", markup=False)
                 yield Static("", id="xauth-result", markup=False)
             status = READ_ONLY_XAUTH if is_read_only(self.app) else ""
-            keys = "[t] Test the admin key (typed, one EXTERNAL AUTHENTICATE)    [n] Close"
             yield Static(status, id="xauth-status", classes="otp-status", markup=False)
-            yield Static("[n] Close" if status else keys, id="xauth-keys", classes="modal-keys", markup=False)
+            yield Static(self._keys_text(), id="xauth-keys", classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = f"External auth (Step 11): {token_label(self.token)}"
+        self._look_up_key_on_file()
 
     def _state_text(self) -> str:
         admin_key = self.token.smartcard.admin_key
@@ -350,20 +371,25 @@ class ExternalAuthScreen(ModalScreen[None]):
             f"Admin key (XAUTH1): {configured}",
             "",
             "The test sends GET CHALLENGE, then exactly one EXTERNAL AUTHENTICATE with the challenge "
-            "encrypted under the key you type. The key is checked against the key type before anything is "
-            "sent. A failed test is never repeated automatically: repeating it with the same key gives the "
-            "same answer.",
-            # NOTE: the key on file in escrow is not offered yet; the technician types it.
-            "Key on file: type the admin key from the escrow record.",
+            "encrypted under the admin key on file in escrow, or under a key you type. The key is checked "
+            "against the key type before anything is sent. A failed test is never repeated automatically: "
+            "repeating it with the same key gives the same answer.",
         ]
         return "\n".join(lines)
+
+    def _keys_text(self) -> str:
+        if is_read_only(self.app):
+            return "[n] Close"
+        if self._lookup_done.is_set() and self.on_file is None:
+            return "[t] Type the admin key and test it    [n] Close"
+        return "[t] Test the key on file    [k] Type a key instead    [n] Close"
 
     def _status(self, text: str) -> None:
         self.query_one("#xauth-status", Static).update(text)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide the admin-key test in read-only mode."""
-        if action == "test_key" and is_read_only(self.app):
+        if action in ("test_key", "type_key") and is_read_only(self.app):
             return False
         return True
 
@@ -374,20 +400,148 @@ class ExternalAuthScreen(ModalScreen[None]):
             return
         self.dismiss(None)
 
+    # --- the key on file ----------------------------------------------------------
+
+    @work(name="xauth-on-file", group="xauth-on-file", exclusive=True, exit_on_error=False)
+    async def _look_up_key_on_file(self) -> None:
+        """Read the escrow metadata of the admin key on file in a thread; the value is not read."""
+        try:
+            self.on_file, self.on_file_problem = await self._find_key_on_file()
+        finally:
+            self._lookup_done.set()
+        if self.on_file is not None:
+            line = f"Key on file: admin key {self.on_file.words()} in escrow; t tests it, the value is never shown."
+        else:
+            line = f"Key on file: none usable ({self.on_file_problem}); t asks you to type the key."
+        self.query_one("#xauth-on-file", Static).update(line)
+        self.query_one("#xauth-keys", Static).update(self._keys_text())
+
+    async def _find_key_on_file(self) -> tuple[OnFile | None, str | None]:
+        token_id = self.token.token_id
+        if token_id is None:
+            return None, "the token has no ID to look it up by"
+        wait_ready = getattr(self.app, "escrow_wait_ready", None)
+        if wait_ready is not None:
+            await wait_ready()
+        escrow = self.app.session.escrow
+        if escrow is None:
+            return None, "no escrow is configured for this session"
+        try:
+            on_file = await asyncio.to_thread(admin_key_on_file, escrow, str(token_id))
+        except KeytriageError as exc:
+            return None, f"escrow not readable: {exc}"
+        if on_file is None:
+            return None, "no admin key on file"
+        if on_file.applied_version is None:
+            return None, f"the record is {on_file.words()}, with no applied version"
+        return on_file, None
+
+    # --- the test ----------------------------------------------------------------------
+
+    def _blocking_reason(self) -> str | None:
+        """Return why no test may be sent for this token, None when one may."""
+        if is_read_only(self.app):
+            return READ_ONLY_XAUTH
+        if self.token.profile is not Profile.HID_CRESCENDO:
+            return "Not sent: Step 11 applies to HID Crescendo keys; a YubiKey's equivalent is the PIV management key."
+        if self.token.smartcard.admin_key.present is False:
+            return "Not sent: no admin key is set on this token, so external auth cannot be the failing path."
+        return None
+
     def action_test_key(self) -> None:
-        """Ask for the key (after a warning when a test already failed), then test it once."""
+        """Test the admin key on file after a confirmation, or ask for the key when none is on file."""
         if self.testing:
             return
-        if is_read_only(self.app):
-            self._status(READ_ONLY_XAUTH)
+        reason = self._blocking_reason()
+        if reason:
+            self._status(reason)
             return
-        token = self.token
-        if token.profile is not Profile.HID_CRESCENDO:
-            self._status("Not sent: Step 11 applies to HID Crescendo keys; a YubiKey's equivalent is the PIV management key.")
+        self._test_key_on_file()
+
+    def action_type_key(self) -> None:
+        """Ask for a typed key (after a warning when a test already failed), then test it once."""
+        if self.testing:
             return
-        if token.smartcard.admin_key.present is False:
-            self._status("Not sent: no admin key is set on this token, so external auth cannot be the failing path.")
+        reason = self._blocking_reason()
+        if reason:
+            self._status(reason)
             return
+        self._ask_typed_key()
+
+    @work(name="xauth-key-on-file", group="xauth-test", exclusive=True, exit_on_error=False)
+    async def _test_key_on_file(self) -> None:
+        from tui.recovery.unlock import AdminKeySource
+
+        await self._lookup_done.wait()
+        if self.on_file is None:
+            self._status(f"No usable key on file ({self.on_file_problem}): type the admin key.")
+            self._ask_typed_key()
+            return
+        if self._failed_before(AdminKeySource.ESCROW, self.on_file.applied_version):
+            self._reject_same_key(self.on_file.applied_version)
+            return
+
+        body = (f"Sends GET CHALLENGE and one EXTERNAL AUTHENTICATE with the admin key on file in escrow "
+                f"({self.on_file.words()}). The key is read from escrow now, used once and never shown.\n\n"
+                "Cost: a wrong key may count against the admin key's retry limit. A failed test is not repeated.")
+        if self._failed_before():
+            body += "\n\nAn admin-key test with another key already failed on this token in this session."
+        confirmed = await self.app.push_screen_wait(
+            ConfirmModal("Test the admin key on file", body, confirm_key="s", confirm_label="Send"))
+        if not confirmed:
+            self._status("Not sent.")
+            return
+
+        escrow = self.app.session.escrow
+        try:
+            if escrow is None:
+                raise KeytriageError("escrow is no longer configured for this session")
+            key, version = await asyncio.to_thread(read_admin_key_on_file, escrow, str(self.token.token_id))
+        except KeytriageError as exc:
+            self._status("Not sent: the key on file could not be read. Press k to type the key.")
+            self.app.push_screen(ErrorModal("Admin key not tested", f"The admin key on file could not be read: {exc}. "
+                                                                    "Press k to type the key instead."))
+            return
+        # The record may have gained an applied version since the lookup.
+        if self._failed_before(AdminKeySource.ESCROW, version):
+            self._reject_same_key(version)
+            return
+        self._start_test(key, AdminKeySource.ESCROW, version)
+
+    def _reject_same_key(self, version: int | None) -> None:
+        self._status(f"Not sent: the key on file (version {version}) already failed on this token in this session, "
+                     "and the same key gives the same answer. Press k to test a different key.")
+
+    def _failed_before(self, source: Any = None, escrow_version: int | None = None) -> bool:
+        """True when an admin-key test of this token failed in this session.
+
+        With `source`, only a failure with a key from that source counts, and
+        for the key on file only one with the same escrow version. A record
+        without a source counts as typed.
+        """
+        from tui.recovery.unlock import AdminKeySource
+
+        if source is None and self.result is not None and not self.result.succeeded:
+            return True
+        if self.token.token_id is None:
+            return False
+        audit = self.app.session.audit
+        for record in audit.records(self.token.token_id):
+            if record.operation != "xauth-test" or record.session != audit.session:
+                continue
+            if record.outcome == XauthOutcome.FUNCTIONAL.value:
+                continue
+            if source is None:
+                return True
+            recorded_source = record.details.get("source", AdminKeySource.TYPED.value)
+            if recorded_source != source.value:
+                continue
+            if source is AdminKeySource.ESCROW and str(record.details.get("escrow_version")) != str(escrow_version):
+                continue
+            return True
+        return False
+
+    def _ask_typed_key(self) -> None:
         if self._failed_before():
             body = ("An admin-key test already failed on this token in this session. The same key gives the same "
                     "answer, and a wrong key may count against the admin key's retry limit.\n\n"
@@ -396,15 +550,6 @@ class ExternalAuthScreen(ModalScreen[None]):
                                  self._ask_key)
             return
         self._ask_key(True)
-
-    def _failed_before(self) -> bool:
-        if self.result is not None and not self.result.succeeded:
-            return True
-        audit = self.app.session.audit
-        if self.token.token_id is None:
-            return False
-        return any(record.operation == "xauth-test" and record.outcome != XauthOutcome.FUNCTIONAL.value
-                   and record.session == audit.session for record in audit.records(self.token.token_id))
 
     def _ask_key(self, proceed: bool | None) -> None:
         if not proceed:
@@ -425,9 +570,14 @@ class ExternalAuthScreen(ModalScreen[None]):
                                                max_length=80, validate=validate), self._key_entered)
 
     def _key_entered(self, key: Secret | None) -> None:
+        from tui.recovery.unlock import AdminKeySource
+
         if key is None:
             self._status("Not sent: no key entered.")
             return
+        self._start_test(key, AdminKeySource.TYPED, None)
+
+    def _start_test(self, key: Secret, source: Any, escrow_version: int | None) -> None:
         try:
             reader = locate_reader(self.app, self.token)
         except StaleTokenError as exc:
@@ -435,17 +585,18 @@ class ExternalAuthScreen(ModalScreen[None]):
             return
         self.testing = True
         self._status("Sending GET CHALLENGE and EXTERNAL AUTHENTICATE...")
-        self.run_worker(self._test(key, reader), name="xauth-test", group="device", exit_on_error=False)
+        self.run_worker(self._test(key, reader, source, escrow_version), name="xauth-test", group="device",
+                        exit_on_error=False)
 
-    async def _test(self, key: Secret, reader: str) -> None:
+    async def _test(self, key: Secret, reader: str, source: Any, escrow_version: int | None) -> None:
         from tui.xauth import test_admin_key
 
         key_type = self.token.smartcard.admin_key.key_type
 
-        def work(channel: Channel) -> XauthResult:
+        def exchange(channel: Channel) -> XauthResult:
             return test_admin_key(channel, key, key_type=key_type)
 
-        future = self.app.device.submit(run_on_token, self.app, self.token, reader, "admin key test", work)
+        future = self.app.device.submit(run_on_token, self.app, self.token, reader, "admin key test", exchange)
         try:
             result = await asyncio.wrap_future(future)
         except PolicyError as exc:
@@ -459,20 +610,21 @@ class ExternalAuthScreen(ModalScreen[None]):
             return
         finally:
             self.testing = False
-        self._show_result(result)
+        self._show_result(result, source, escrow_version)
 
-    def _show_result(self, result: XauthResult) -> None:
+    def _show_result(self, result: XauthResult, source: Any, escrow_version: int | None) -> None:
         self.result = result
         app = self.app
         token = self.token
         status = result.status.sw if result.status is not None else None
         app.session.audit.record("xauth-test", result.outcome.value, token_id=token.token_id,
                                  profile=token.profile.value, status=status, applet="external auth", step="11",
-                                 result=result.verdict)
+                                 result=result.verdict, source=source.value, escrow_version=escrow_version)
         app.session.add_event("xauth-test", result.verdict, token_id=token.token_id, applet="external auth")
-        app.activity.add(f"Admin key test: {result.verdict}")
+        app.activity.add(f"Admin key test ({source.value}): {result.verdict}")
 
-        lines = [f"Result: {result.verdict}"]
+        lines = [f"Result: {result.verdict}", f"Key tested: {source.value}"
+                 + (f", escrow version {escrow_version}" if escrow_version is not None else "")]
         if result.status is not None:
             lines.append(f"Status word: {result.status}")
         lines.append("")
