@@ -16,6 +16,7 @@ an action or worker first needs them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -66,6 +67,13 @@ ScanFunction = Callable[..., ScanResult]
 # often, so a scan of 17 APDUs costs a few repaints rather than one per APDU.
 EXCHANGE_BATCH_SECONDS = 0.05
 
+# How long after the first scan result the start-up heap is frozen: late
+# enough that the first paint has settled, soon enough to precede most keys.
+HEAP_FREEZE_DELAY_SECONDS = 1.0
+
+# The name under which the one help screen is installed.
+HELP_SCREEN_NAME = "help"
+
 # Actions that are always allowed, whatever screen is active: help and quit,
 # unless that screen binds the key itself (its bindings come first).
 GLOBAL_ACTIONS = frozenset({"help", "quit"})
@@ -98,6 +106,19 @@ def _default_scan(backend: ReaderBackend, settings: SiteSettings, *, observer=No
     from tui.scan import scan_all
 
     return scan_all(backend, settings, observer=observer)
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then exclude every object alive now from later full garbage collections.
+
+    A full (generation 2) collection walks every tracked object, and the
+    start-up heap (Textual, the widgets, the imported modules) makes that
+    walk take 40 to 90 ms, long enough to stall a key press. Frozen objects
+    are still freed by reference counting; only a reference cycle among
+    them would stay, a bounded one-off cost.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, TicketFeature, App[int]):
@@ -265,6 +286,8 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
         self._sync_selection()
         self._refresh_panels()
         self.call_feature_hooks("feature_after_scan", message.result)
+        if self.scan_count == 1:
+            self.set_timer(HEAP_FREEZE_DELAY_SECONDS, freeze_startup_heap, name="freeze-startup-heap")
 
     def call_feature_hooks(self, name: str, *args: Any) -> None:
         """Call hook `name` on every feature mixin that defines it, in method resolution order."""
@@ -351,10 +374,17 @@ class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, Tick
     # --- help and quit -------------------------------------------------------
 
     def action_help(self) -> None:
-        """Open the help screen, unless it is already open."""
+        """Open the help screen, unless it is already open.
 
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        One help screen is installed on first use and shown again after
+        that: building it anew for each press made a cycle of garbage that
+        later stalled a key press during a full garbage collection.
+        """
+        if any(isinstance(screen, HelpScreen) for screen in self.screen_stack):
+            return
+        if not self.is_screen_installed(HELP_SCREEN_NAME):
+            self.install_screen(HelpScreen(), HELP_SCREEN_NAME)
+        self.push_screen(HELP_SCREEN_NAME)
 
     async def action_quit(self) -> None:
         """Quit through `request_quit`, the one place that decides whether quitting may proceed."""

@@ -187,7 +187,14 @@ class HelpScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#help-view").border_title = "Help: keys and runbook"
-        self.query_one("#help-scroll").focus()
+
+    def on_screen_resume(self) -> None:
+        # The app installs one help screen and shows it again each time, so
+        # the text is rebuilt here: the screen below may have changed.
+        self.query_one("#help-text", Static).update(Text("\n".join(self.help_lines())))
+        scroll = self.query_one("#help-scroll", VerticalScroll)
+        scroll.scroll_home(animate=False)
+        scroll.focus()
 
     def action_scroll_lines(self, lines: int) -> None:
         """Scroll the help by `lines` lines."""
