@@ -93,6 +93,7 @@ def main() -> None:
     app = SlowApp(lambda: SlowLabBackend(args.scenario, delay_s), SiteSettings(), lab_scenario=args.scenario,
                   scan=lambda backend, settings, observer=None: scan_all(backend, settings, observer=observer, usb_hid=False),
                   vault_url=args.vault_url, vault_token=os.environ.get("KEYTRIAGE_BENCH_VAULT_TOKEN"))
+    app.freeze_heap_after_first_scan = True
     app.run()
 
 

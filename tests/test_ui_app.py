@@ -254,6 +254,43 @@ async def test_help_opens_and_closes_with_letter(make_app):
         assert app.is_running
 
 
+async def test_help_screen_reused_with_fresh_text(make_app):
+    from textual.binding import Binding
+    from textual.screen import Screen
+
+    class ProbeScreen(Screen[None]):
+        title_text = "Probe screen"
+        BINDINGS = [Binding("z", "app.bell", "Ring the probe bell")]
+
+    scanner = FakeScanner([make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        first = app.screen
+        assert isinstance(first, HelpScreen)
+        assert "Keys of Probe screen" not in str(first.query_one("#help-text").render())
+        await pilot.press("space")
+        await pilot.pause()
+        assert first.query_one("#help-scroll").scroll_y > 0
+        await pilot.press("n")
+
+        # Opened again over another screen: the same screen, its text rebuilt
+        # for the screen below and scrolled back to the top.
+        await app.push_screen(ProbeScreen())
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert app.screen is first
+        help_text = str(first.query_one("#help-text").render())
+        assert "Keys of Probe screen:" in help_text
+        assert "Ring the probe bell" in help_text
+        assert first.query_one("#help-scroll").scroll_y == 0
+
+        await pilot.press("n")
+        assert isinstance(app.screen, ProbeScreen)
+
+
 async def test_q_quits(make_app):
     scanner = FakeScanner([make_scan(make_token())])
     app = make_app(scanner)

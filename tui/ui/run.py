@@ -102,6 +102,7 @@ def run_tui(args: argparse.Namespace) -> int:
     app.trace_writer = trace_writer
     app.ticket_file = getattr(args, "ticket_file", None)
     app.hangup_watchdog_enabled = True
+    app.freeze_heap_after_first_scan = True
     app.app_run_returned = threading.Event()
     try:
         code = app.run()
