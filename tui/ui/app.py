@@ -42,6 +42,7 @@ from tui.ui.feature_otp import OtpFeature
 from tui.ui.feature_recovery import RecoveryFeature
 from tui.ui.feature_ticket import TicketFeature
 from tui.ui.screens import HelpScreen, MainScreen
+from tui.ui.small_terminal import SmallTerminalGuard
 from tui.ui.stylesheet import load_stylesheet
 from tui.ui.widgets import (
     ActivityLog,
@@ -121,7 +122,7 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-class KeytriageApp(RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, TicketFeature, App[int]):
+class KeytriageApp(SmallTerminalGuard, RecoveryFeature, EscrowFeature, FidoFeature, OtpFeature, TicketFeature, App[int]):
     """The keytriage TUI.
 
     `backend_factory` builds the reader backend on the device thread, on the
