@@ -63,7 +63,10 @@ def child_environment(source: Path, scratch: Path) -> dict[str, str]:
     """Return an environment with private XDG directories, no site config, TERM=xterm-256color and `source` first on the path."""
     # COLORTERM is dropped as SSH drops it by default (no SendEnv for it),
     # so Textual uses 256-colour codes as it would on a jump host.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TEXTUAL") and key != "COLORTERM"}
+    # PYTHONDONTWRITEBYTECODE is dropped too: pip writes the bytecode of an
+    # installed package, and a run without it would time the compiler.
+    dropped = ("COLORTERM", "PYTHONDONTWRITEBYTECODE")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TEXTUAL") and key not in dropped}
     for name in ("config", "state", "run"):
         (scratch / name).mkdir(parents=True, exist_ok=True)
     (scratch / "run").chmod(0o700)
@@ -255,12 +258,25 @@ def print_report(results: dict[str, Any]) -> None:
                   f"idle {row['idle_bytes_per_s']:.0f} B/s; per key: {keys}")
 
 
+def compile_bytecode(source: Path) -> None:
+    """Write the bytecode of `source`'s packages, as `pip install` does for an installed keytriage.
+
+    Without it the first import of each module compiles it, and with
+    PYTHONDONTWRITEBYTECODE set every start-up would, while the minimal
+    app's Textual comes precompiled from site-packages.
+    """
+    for package in ("tui", "benchmarks"):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(source / package)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
 def run_all(source: Path, *, quick: bool = False, use_pcscd: bool = True,
             only: set[str] | None = None) -> dict[str, Any]:
     """Run the selected benchmarks against the package in `source`; return the results."""
     if str(source) not in sys.path:
         sys.path.insert(0, str(source))
     started = time.perf_counter()
+    compile_bytecode(source)
     results: dict[str, Any] = {"machine": machine_description(), "source": str(source)}
     with tempfile.TemporaryDirectory(prefix="keytriage-bench-") as scratch:
         env = child_environment(source, Path(scratch))
