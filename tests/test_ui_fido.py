@@ -165,6 +165,26 @@ async def start_wizard(pilot) -> ResetWizardScreen:
     return wizard_screen
 
 
+async def test_wizard_y_right_after_enter_reaches_the_screen():
+    # A fast typist's keys arrive before the screen has handled the field's
+    # submission; the y must still start the wizard, not land in the field.
+    from textual import events
+
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        await pilot.press("w")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ResetWizardScreen), "the reset wizard")
+        wizard_screen = pilot.app.screen
+        for key, char in [(c, c) for c in "RESET"] + [("enter", "\r"), ("y", "y")]:
+            event = events.Key(key, char)
+            event.set_sender(pilot.app)
+            pilot.app._driver.send_message(event)
+        await wait_until(pilot, lambda: wizard_screen.wizard.step is ResetStep.WAIT_REMOVE, "the removal step")
+
+        assert wizard_screen.query_one("#wizard-confirmation").value == "RESET"
+
+
 async def test_wizard_end_to_end_with_lab_controls():
     lab = LabSetup("fido-blocked")
     async with lab.app.run_test(size=(80, 24)) as pilot:
