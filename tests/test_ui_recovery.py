@@ -580,6 +580,59 @@ async def test_reprovision_refused_with_two_tokens():
         assert "HID Global Crescendo Key 01 00" in text(error)
 
 
+# --- choices drawn in characters -------------------------------------------------------------
+
+
+def marks(screen, selector: str) -> list[str]:
+    """Return the state mark (the first three characters) that each toggle under `selector` renders."""
+    return [toggle.render().plain[:3] for toggle in screen.query_one(selector).query("ToggleButton")]
+
+
+async def test_source_modal_marks_chosen_answers(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    lab = Lab("pin-locked-puk")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await pilot.press("u")
+        source = await wait_for_screen(pilot, SourceModal)
+
+        assert app.no_color
+        assert marks(source, "#source-set") == ["(*)", "( )", "( )"]
+        assert marks(source, "#pin-set") == ["(*)", "( )"]
+        assert app.export_screenshot().count("(*)") == 2
+
+        # Down skips the unavailable manifest row, so the typed PUK takes the mark.
+        await pilot.press("down", "enter")
+        assert marks(source, "#source-set") == ["( )", "( )", "(*)"]
+        await pilot.press("tab", "down", "enter")
+        assert marks(source, "#pin-set") == ["( )", "(*)"]
+        assert app.export_screenshot().count("(*)") == 2
+
+
+async def test_reprovision_wizard_marks_choice_and_box():
+    lab = Lab("healthy", mutate=admin_key_on_file)
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        await pilot.press("w")
+        wizard = await wait_for_screen(pilot, ReprovisionWizard)
+        box = wizard.query_one("#user-accepts")
+
+        assert marks(wizard, "#auth-set") == ["(*)", "( )", "( )"]
+        assert box.render().plain.startswith("[ ] The user accepts")
+
+        await pilot.press("space")
+        assert box.value
+        assert box.render().plain.startswith("[x] The user accepts")
+
+        await pilot.press("shift+tab", "down", "enter")
+        assert marks(wizard, "#auth-set") == ["( )", "(*)", "( )"]
+        assert lab.commands(0x38, with_data=False) == []
+
+
 # --- snapshots of each modal at 80x24 (demo values only) ---------------------------------------------
 
 DEMO_PIN = "58203746"

@@ -5,7 +5,9 @@ the typed override of a refused verify, `SourceModal` chooses where a PUK or
 admin key comes from and how the new PIN is made, `NotConfirmedModal` keeps a
 value on screen while its escrow record is missing, and `ReprovisionWizard`
 collects what Step 10 needs before anything is sent. Like the shared modals,
-each has a letter key for every way out and never confirms on Enter.
+each has a letter key for every way out and never confirms on Enter. Their
+choices draw "(*)" and "[x]" for the chosen answer and the ticked box, so the
+state reads the same with NO_COLOR.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Checkbox, Input, RadioButton, RadioSet, Static
+from textual.widgets import Input, RadioSet, Static
 
 from tui.secret import Secret
+from tui.ui.widgets import MarkedCheckbox, MarkedRadioButton
 
 OVERRIDE_WORD = "OVERRIDE"
 OVERRIDE_REASON_MIN = 8
@@ -150,11 +153,11 @@ class SourceModal(ModalScreen[SourceChoice | None]):
             buttons = []
             for option in self.options:
                 label = option.label if option.unavailable is None else f"{option.label} (unavailable: {option.unavailable})"
-                buttons.append(RadioButton(label, value=option.key == first, disabled=option.unavailable is not None))
+                buttons.append(MarkedRadioButton(label, value=option.key == first, disabled=option.unavailable is not None))
             yield RadioSet(*buttons, id="source-set", compact=True)
             yield Static("New PIN:", classes="modal-prompt", markup=False)
-            yield RadioSet(RadioButton("Generate a random PIN (recommended)", value=True),
-                           RadioButton("Type the new PIN"), id="pin-set", compact=True)
+            yield RadioSet(MarkedRadioButton("Generate a random PIN (recommended)", value=True),
+                           MarkedRadioButton("Type the new PIN"), id="pin-set", compact=True)
             yield Static("", id="modal-error", classes="modal-error", markup=False)
             yield Static("Arrows, Enter/Space choose, Tab next list   [s] Continue   [n] Cancel",
                          classes="modal-keys", markup=False)
@@ -240,7 +243,7 @@ class ReprovisionWizard(ModalScreen[WizardChoice | None]):
         height: auto;
         max-height: 8;
     }
-    ReprovisionWizard Checkbox {
+    ReprovisionWizard MarkedCheckbox {
         width: 100%;
     }
     """
@@ -262,9 +265,9 @@ class ReprovisionWizard(ModalScreen[WizardChoice | None]):
             with VerticalScroll(classes="recovery-scroll"):
                 yield Static(self.body, classes="modal-body", id="wizard-body", markup=False)
             if self.auth_options:
-                yield RadioSet(*(RadioButton(label, value=index == 0) for index, (_, label) in enumerate(self.auth_options)),
+                yield RadioSet(*(MarkedRadioButton(label, value=index == 0) for index, (_, label) in enumerate(self.auth_options)),
                                id="auth-set", compact=True)
-            yield Checkbox("The user accepts that all of this is lost", id="user-accepts", compact=True)
+            yield MarkedCheckbox("The user accepts that all of this is lost", id="user-accepts", compact=True)
             yield Static(f"Type the last {len(self.confirmation)} characters of the token ID:", classes="modal-prompt", markup=False)
             yield Input(id="typed-confirmation", classes="modal-input", max_length=len(self.confirmation) + 4,
                         restrict=r"[ -~]*", compact=True, placeholder="last characters of the token ID")
@@ -274,7 +277,7 @@ class ReprovisionWizard(ModalScreen[WizardChoice | None]):
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = self.title_text
-        self.query_one("#user-accepts", Checkbox).focus()
+        self.query_one("#user-accepts", MarkedCheckbox).focus()
 
     @on(Input.Submitted, "#typed-confirmation")
     def _typed_submitted(self) -> None:
@@ -283,7 +286,7 @@ class ReprovisionWizard(ModalScreen[WizardChoice | None]):
     def action_confirm(self) -> None:
         """Dismiss with the choice when the box is ticked and the confirmation matches."""
         error = self.query_one("#modal-error", Static)
-        if not self.query_one("#user-accepts", Checkbox).value:
+        if not self.query_one("#user-accepts", MarkedCheckbox).value:
             error.update("Tick the box first (Space): the user must accept the loss.")
             return
         typed = self.query_one("#typed-confirmation", Input).value.strip()

@@ -16,15 +16,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.content import Content
-from textual.geometry import Size
 from textual.screen import ModalScreen
-from textual.widgets import Input, RadioButton, RadioSet, Static
+from textual.widgets import Input, RadioSet, Static
 
 from tui.runbook import SAW_CHOICES as RUNBOOK_SAW
 from tui.runbook import TAP_CHOICES as RUNBOOK_TAP
 from tui.runbook import TRYING_CHOICES as RUNBOOK_TRYING
 from tui.session import TriageAnswers
+from tui.ui.widgets import MarkedRadioButton
 
 CANT_SAY = "cant-say"
 
@@ -100,29 +99,6 @@ def triage_summary(answers: TriageAnswers) -> str:
     return "; ".join(parts)
 
 
-class MarkedRadioButton(RadioButton):
-    """A radio button that shows its state in characters: "(*)" when chosen, "( )" when not.
-
-    Textual's `RadioButton` (8.2) draws the same dot in both states and
-    distinguishes them by colour only, which NO_COLOR and 16-colour terminals lose.
-    """
-
-    MARK_ON = "(*)"
-    MARK_OFF = "( )"
-
-    def render(self) -> Content:
-        """Render the mark, then the label, in the button's and the label's component styles."""
-        mark = self.MARK_ON if self.value else self.MARK_OFF
-        button = Content.styled(mark, self.get_visual_style("toggle--button"))
-        label = self.label.pad(1, 1).stylize_before(self.get_visual_style("toggle--label"))
-        return Content.assemble(button, label)
-
-    def get_content_width(self, container: Size, viewport: Size) -> int:
-        """Return the width of the mark, the label and the space either side of it."""
-        label_width = self.label.get_optimal_width(self.styles, 0)
-        return len(self.MARK_OFF) + (2 + label_width if label_width else 0)
-
-
 class TriageScreen(ModalScreen[TriageAnswers | None]):
     """Step 0: ask the user what they were doing; dismiss with the answers on `s`, None on `n`.
 
@@ -158,15 +134,6 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
     }
     TriageScreen #triage-tap-box {
         height: auto;
-    }
-    /* The mark carries the state; colour and bold only repeat it. */
-    TriageScreen RadioSet > MarkedRadioButton > .toggle--button {
-        color: $foreground-muted;
-        background: transparent;
-    }
-    TriageScreen RadioSet > MarkedRadioButton.-on > .toggle--button {
-        color: $text-success;
-        text-style: bold;
     }
     """
 

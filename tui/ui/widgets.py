@@ -5,6 +5,9 @@ tests can read them. The stylesheet only repeats the state in colour. The
 panel texts are `rich.text.Text` or go into a Static built with
 `markup=False`, because a key hint such as "[u]" or a reader name with
 brackets would otherwise be read as Rich markup and vanish.
+
+The marked toggles (`MarkedRadioButton`, `MarkedCheckbox`) are shared by the
+modals: they draw their state as characters for the same reason.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from datetime import datetime
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import OptionList, RichLog, Static
+from textual.content import Content
+from textual.geometry import Size
+from textual.widgets import Checkbox, OptionList, RadioButton, RichLog, Static
 from textual.widgets.option_list import Option
 
 from tui.model import ScanResult, Source, TokenScan
@@ -370,3 +375,91 @@ class ActivityLog(RichLog):
         when = self.clock()
         for line in lines:
             self.add(line, when)
+
+
+# --- toggles that show their state in characters ----------------------------------
+
+
+def _render_marked(toggle: RadioButton | Checkbox, mark: str) -> Content:
+    button = Content.styled(mark, toggle.get_visual_style("toggle--button"))
+    label = toggle.label.pad(1, 1).stylize_before(toggle.get_visual_style("toggle--label"))
+    return Content.assemble(button, label)
+
+
+def _marked_width(toggle: RadioButton | Checkbox, mark: str) -> int:
+    label_width = toggle.label.get_optimal_width(toggle.styles, 0)
+    return len(mark) + (2 + label_width if label_width else 0)
+
+
+class MarkedRadioButton(RadioButton):
+    """A radio button that shows its state in characters: "(*)" when chosen, "( )" when not.
+
+    Textual's `RadioButton` (8.2) draws the same dot in both states and
+    distinguishes them by colour only, which NO_COLOR and 16-colour terminals lose.
+    """
+
+    # The mark carries the state; colour and bold only repeat it. The class
+    # lifts these selectors above the specificity of RadioSet's own rules.
+    DEFAULT_CSS = """
+    MarkedRadioButton.marked-toggle > .toggle--button,
+    RadioSet > MarkedRadioButton.marked-toggle > .toggle--button {
+        color: $foreground-muted;
+        background: transparent;
+    }
+    MarkedRadioButton.marked-toggle.-on > .toggle--button,
+    RadioSet > MarkedRadioButton.marked-toggle.-on > .toggle--button {
+        color: $text-success;
+        background: $panel;
+        text-style: bold;
+    }
+    """
+
+    MARK_ON = "(*)"
+    MARK_OFF = "( )"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_class("marked-toggle")
+
+    def render(self) -> Content:
+        """Render the mark, then the label, in the button's and the label's component styles."""
+        return _render_marked(self, self.MARK_ON if self.value else self.MARK_OFF)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        """Return the width of the mark, the label and the space either side of it."""
+        return _marked_width(self, self.MARK_OFF)
+
+
+class MarkedCheckbox(Checkbox):
+    """A checkbox that shows its state in characters: "[x]" when ticked, "[ ]" when not.
+
+    Textual's `Checkbox` (8.2) draws the same "X" in both states and
+    distinguishes them by colour only.
+    """
+
+    DEFAULT_CSS = """
+    MarkedCheckbox.marked-toggle > .toggle--button {
+        color: $foreground-muted;
+        background: transparent;
+    }
+    MarkedCheckbox.marked-toggle.-on > .toggle--button {
+        color: $text-success;
+        background: $panel;
+        text-style: bold;
+    }
+    """
+
+    MARK_ON = "[x]"
+    MARK_OFF = "[ ]"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_class("marked-toggle")
+
+    def render(self) -> Content:
+        """Render the mark, then the label, in the button's and the label's component styles."""
+        return _render_marked(self, self.MARK_ON if self.value else self.MARK_OFF)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        """Return the width of the mark, the label and the space either side of it."""
+        return _marked_width(self, self.MARK_OFF)
