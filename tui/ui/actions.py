@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from textual.binding import Binding
 
 
+# The actions the main screen's footer shows. At 80 columns the footer holds
+# about seven keys next to the palette key, and Textual draws the rest off
+# screen, where help and quit used to end up. The runbook panel names the key
+# of the next step, and help and the palette (ctrl+p) list every action.
+FOOTER_ACTION_IDS = frozenset({"rescan", "triage", "verify", "fido", "ticket", "help", "quit"})
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """One action: its binding id, Textual action string, keys, footer label and help text."""
@@ -25,8 +32,9 @@ class ActionSpec:
     key_display: str | None = None
 
     def binding(self) -> Binding:
-        """Return the Textual binding for this action."""
-        return Binding(self.keys, self.action, self.label, show=self.show, key_display=self.key_display, id=self.id)
+        """Return the Textual binding for this action; the footer shows it only if it is in `FOOTER_ACTION_IDS`."""
+        show = self.show and self.id in FOOTER_ACTION_IDS
+        return Binding(self.keys, self.action, self.label, show=show, key_display=self.key_display, id=self.id)
 
 
 MAIN_ACTIONS: tuple[ActionSpec, ...] = (

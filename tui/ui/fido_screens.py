@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from tui.errors import KeytriageError, PolicyError
 from tui.fido.actions import (
@@ -31,6 +31,7 @@ from tui.fido.actions import (
 from tui.fido.reset import WIPE_TEXT, ResetAction, ResetRunner, ResetStep, ResetWizard, reset_window_for
 from tui.fido.state import AAGUID_NOTE, FidoPinState, FidoState
 from tui.model import Profile
+from tui.ui.keybar import KeyBar
 from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal
 
 log = logging.getLogger("keytriage.ui")
@@ -43,6 +44,23 @@ TOUCH_WAIT_S = 30
 # Actions that change the key or spend a FIDO PIN try; read-only mode hides and rejects them.
 FIDO_WRITE_ACTIONS = frozenset({"list_credentials", "reset_wizard", "new_pin"})
 WIZARD_WRITE_ACTIONS = frozenset({"confirm", "again", "new_pin"})
+
+# The wizard's keys that work at each step, so the key bar names only those;
+# the same step rules are also checked inside each action.
+WIZARD_FINISHED_ACTIONS = frozenset({"back"})
+WIZARD_STEP_ACTIONS = {
+    ResetStep.INTRO: frozenset({"confirm", "cancel", "back"}),
+    ResetStep.REFUSED: frozenset({"confirm", "cancel", "back"}),
+    ResetStep.WAIT_REMOVE: frozenset({"cancel", "back"}),
+    ResetStep.WAIT_INSERT: frozenset({"cancel", "back"}),
+    ResetStep.CHECKING: frozenset({"cancel"}),
+    ResetStep.SENDING: frozenset({"cancel"}),
+    ResetStep.WAIT_TOUCH: frozenset({"cancel"}),
+    ResetStep.DONE: frozenset({"new_pin", "back"}),
+    ResetStep.FAILED: frozenset({"again", "back"}),
+}
+WIZARD_STEP_BOUND_ACTIONS = frozenset({"confirm", "cancel", "again", "new_pin", "back"})
+WIZARD_LAB_ACTIONS = frozenset({"lab_remove", "lab_insert", "lab_touch"})
 READ_ONLY_FIDO = ("read-only mode: the credential list (spends a FIDO PIN try), the reset wizard and a new FIDO PIN "
                   "are disabled ([site] read_only = true).")
 READ_ONLY_WIZARD = "read-only mode: the FIDO reset and a new FIDO PIN are disabled ([site] read_only = true)."
@@ -158,7 +176,7 @@ class FidoScreen(Screen):
             yield Static("", id="fido-credentials", classes="fido-section", markup=False)
             yield Static(GUIDANCE, id="fido-guidance", classes="fido-section", markup=False)
         yield Static("", id="fido-status", classes="fido-status", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#fido-body").border_title = "FIDO2 (Steps 7-9)"
@@ -423,7 +441,7 @@ class ResetWizardScreen(Screen):
             yield Static("", id="wizard-countdown", classes="fido-status", markup=False)
         yield Static("", id="wizard-keys", classes="fido-keys", markup=False)
         yield Static("", id="wizard-lab", classes="fido-lab", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         app = self.app
@@ -468,6 +486,7 @@ class ResetWizardScreen(Screen):
         self.query_one("#wizard-keys", Static).update(self._keys_text())
         lab = "LAB controls (simulated key): x remove   i insert   t touch" if self.app.session.is_lab else ""
         self.query_one("#wizard-lab", Static).update(lab)
+        self.refresh_bindings()
 
     def _countdown_text(self) -> str:
         wizard = self.wizard
@@ -531,9 +550,13 @@ class ResetWizardScreen(Screen):
         self.set_focus(None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide the reset and the new-PIN keys in read-only mode."""
+        """Allow only the keys of the current step, the LAB keys only on the lab key, and no write key in read-only mode."""
         if action in WIZARD_WRITE_ACTIONS and is_read_only(self.app):
             return False
+        if action in WIZARD_LAB_ACTIONS:
+            return self.app.session.is_lab
+        if action in WIZARD_STEP_BOUND_ACTIONS and self.wizard is not None:
+            return action in WIZARD_STEP_ACTIONS.get(self.wizard.step, WIZARD_FINISHED_ACTIONS)
         return True
 
     def _refuse_read_only(self) -> bool:

@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tui.ui.actions import all_actions, key_text
+from tui.ui.keybar import KeyBar
 from tui.ui.widgets import ActivityLog, HeaderBar, TokensPanel
 
 MIN_WIDTH = 80
@@ -41,7 +42,7 @@ class MainScreen(Screen):
             activity.border_title = "Activity"
             yield activity
         yield Static("", id="size-notice")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#runbook").border_title = "Runbook"
