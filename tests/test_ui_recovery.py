@@ -9,6 +9,7 @@ Secrets typed here are lab values; the snapshots use fixed demo values.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from textual import events
@@ -23,6 +24,7 @@ from tui.lab.backend import LabBackend
 from tui.secret import Secret
 from tui.settings import SiteSettings
 from tui.ui.app import KeytriageApp
+from tui.ui.feature_recovery import admin_key_source_options, puk_source_options
 from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
 from tui.ui.recovery_screens import NotConfirmedModal, OverrideModal, ReprovisionWizard, ResultModal, SourceModal
 from tui.ui.triage import TriageScreen
@@ -495,6 +497,72 @@ async def test_admin_key_on_file_unlock():
         assert len(unlocks) == 1
         assert lab.key.store.pin.matches(new_pin.encode() + b"\xff" * (8 - len(new_pin)))
         assert "BLOCKED" not in str(app.main_screen.query_one("#counters-text").render())
+
+
+def record_metadata_threads(store: MemoryStore, kind: SecretKind) -> list[threading.Thread]:
+    """Wrap the store's metadata read so each read of `kind` records the thread it ran on."""
+    threads: list[threading.Thread] = []
+    original = store.read_metadata
+
+    def recording_read_metadata(token_id, read_kind):
+        if read_kind is kind:
+            threads.append(threading.current_thread())
+        return original(token_id, read_kind)
+
+    store.read_metadata = recording_read_metadata
+    return threads
+
+
+def shown_labels(source: SourceModal) -> list[str]:
+    return [str(button.label) for button in source.query_one("#source-set").query("RadioButton")]
+
+
+async def test_admin_key_escrow_read_in_thread():
+    lab = Lab("healthy", mutate=admin_key_on_file)
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        expected = admin_key_source_options(app.session.escrow, app.selected_token())
+        threads = record_metadata_threads(lab.store, SecretKind.ADMIN_KEY)
+
+        await pilot.press("a")
+        source = await wait_for_screen(pilot, SourceModal)
+
+        assert threads
+        assert all(thread is not threading.main_thread() for thread in threads)
+        assert source.options == expected
+        assert shown_labels(source) == ["Use the admin key on file in escrow, on file (v1)", "Type the admin key (masked, hex)"]
+        assert source.options[0].unavailable is None
+        assert any("checking escrow for an admin key" in line for line in app.activity.entries)
+
+        await pilot.press("n")
+        await settle(pilot)
+        assert lab.commands(0x82, with_data=False) == []
+
+
+async def test_puk_escrow_read_in_thread():
+    from tui.recovery.puk_reset import puk_availability
+
+    lab = Lab("pin-locked-puk")
+    app = lab.app
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        lab.use_escrow()
+        expected = puk_source_options(puk_availability(app.selected_token(), app.session))
+        threads = record_metadata_threads(lab.store, SecretKind.PIV_PUK)
+
+        await pilot.press("u")
+        source = await wait_for_screen(pilot, SourceModal)
+
+        assert threads
+        assert all(thread is not threading.main_thread() for thread in threads)
+        assert source.options == expected
+        assert shown_labels(source)[0] == "Use the PUK on file in escrow, on file (v1)"
+
+        await pilot.press("n")
+        await settle(pilot)
+        assert lab.commands(RESET_RETRY_COUNTER) == []
 
 
 # --- Step 10 ------------------------------------------------------------------------------

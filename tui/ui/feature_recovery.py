@@ -371,7 +371,9 @@ class RecoveryFeature:
             await self._stop("PUK reset refused", escrow_refusal)
             return
 
-        availability = puk_reset.puk_availability(token, self.session)
+        # The escrow metadata and the policy check are Vault calls, so they run in a thread.
+        self.activity.add(f"PUK reset: checking escrow and the site manifest for a PUK of {token.token_id}")
+        availability = await asyncio.to_thread(puk_reset.puk_availability, token, self.session)
         options = puk_source_options(availability)
         body = (f"Token {token.token_id} in {token.reader}\nPUK tries: {token.smartcard.puk.text()}   "
                 f"Escrow: {self._escrow_words()}")
@@ -536,7 +538,9 @@ class RecoveryFeature:
             await self._stop("Admin-key unlock refused", escrow_refusal)
             return
 
-        options = admin_key_source_options(self.session.escrow, token)
+        # The escrow metadata read is a Vault call, so it runs in a thread and the modal opens with its result.
+        self.activity.add(f"Admin-key unlock: checking escrow for an admin key of {token.token_id}")
+        options = await asyncio.to_thread(admin_key_source_options, self.session.escrow, token)
         body = (f"Token {token.token_id} in {token.reader}\nAdmin key: {token.smartcard.admin_key.text()}   "
                 f"Escrow: {self._escrow_words()}")
         choice = await self.push_screen_wait(SourceModal("Admin-key unlock", body, options, question="Admin key source (never shown):"))
@@ -751,7 +755,11 @@ def puk_source_options(availability) -> list[SourceOption]:
 
 
 def admin_key_source_options(context, token: TokenScan) -> list[SourceOption]:
-    """Return the admin-key sources; the escrow one is unavailable when nothing is on file."""
+    """Return the admin-key sources; the escrow one is unavailable when nothing is on file.
+
+    Blocking: it reads the escrow metadata (an HTTP call to Vault), so the UI
+    calls it in a thread.
+    """
     from tui.ui.recovery_screens import SourceOption
 
     unavailable = None
