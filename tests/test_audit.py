@@ -108,3 +108,47 @@ def test_audit_cli_rejects_bad_id(tmp_path, capsys, restore_logger):
 
     assert main(["audit", "--file", str(tmp_path / "a.jsonl"), "--id", "nocolon"]) == 2
     assert "source:value" in capsys.readouterr().err
+
+
+def test_marked_lab_token_records_lab(trail):
+    trail.mark_lab_token("cplc:1AB07E575A17C0DE0001")
+
+    lab_entry = trail.record("verify-pin", "ok", token_id="cplc:1AB07E575A17C0DE0001")
+    real_entry = trail.record("verify-pin", "ok", token_id="cplc:4790516856781A2B3C4D")
+    no_token_entry = trail.record("scan", "ok")
+
+    assert trail.lab is False
+    assert lab_entry.lab is True
+    assert real_entry.lab is False
+    assert no_token_entry.lab is False
+    written = [json.loads(line)["lab"] for line in trail.path.read_text().splitlines()]
+    assert written == [True, False, False]
+
+
+def test_marked_lab_token_attempts_count(trail):
+    trail.mark_lab_token("cplc:1AB07E575A17C0DE0001")
+    trail.record("verify-pin", "sending", token_id="cplc:1AB07E575A17C0DE0001")
+
+    # The same trail finds the lab attempt; a trail that has not marked the token does not.
+    assert len(trail.attempts("cplc:1AB07E575A17C0DE0001", "verify-pin")) == 1
+    assert AuditTrail(trail.path, session="s2").attempts("cplc:1AB07E575A17C0DE0001", "verify-pin") == []
+    assert len(AuditTrail(trail.path, session="s2", lab=True).attempts("cplc:1AB07E575A17C0DE0001", "verify-pin")) == 1
+
+
+def test_session_marks_served_lab_key(trail):
+    from conftest import make_token
+    from tui.session import Session
+    from tui.settings import SiteSettings
+
+    served = make_token(0, token_id="cplc:1AB07E575A17C0DE0001")
+    served.is_lab = True
+    hardware = make_token(1, token_id="cplc:4790516856781A2B3C4D")
+    session = Session(SiteSettings(), trail)
+
+    session.note_scan([served, hardware])
+    served_entry = session.audit.record("verify-pin", "ok", token_id=served.token_id)
+    hardware_entry = session.audit.record("verify-pin", "ok", token_id=hardware.token_id)
+
+    assert session.is_lab is False
+    assert served_entry.lab is True
+    assert hardware_entry.lab is False

@@ -454,3 +454,23 @@ def test_stylesheet_prefers_installed_package(monkeypatch, tmp_path):
                         lambda package: tmp_path if package == "tui.styles" else None)
 
     assert load_stylesheet() == ("/* installed */\n", "package tui.styles")
+
+
+async def test_served_lab_key_audited_as_lab(make_app):
+    # A lab key served through pcscd: a real-reader session, a token flagged by its reserved ID.
+    served = make_token(0, token_id="cplc:1AB07E575A17C0DE0001")
+    served.is_lab = True
+    app = make_app(FakeScanner([make_scan(served)]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        await pilot.pause()
+        await pilot.press("s")
+        await pilot.pause()
+
+        records = [entry for entry in app.session.audit.records() if entry.operation == "triage"]
+        assert app.session.audit.lab is False
+        assert len(records) == 1
+        assert records[0].token_id == "cplc:1AB07E575A17C0DE0001"
+        assert records[0].lab is True

@@ -9,6 +9,11 @@ unknown field instead of writing it.
 The file is `audit.jsonl` in the XDG state directory, mode 0600. Because it
 outlives the process, it is also the attempt history: "one verify per token
 per session" still holds after a dropped SSH session and a restart.
+
+A record has `lab: true` when the session runs on the in-process lab key or
+when its token was marked as a lab key (`mark_lab_token`), such as an
+emulated key served through pcscd. Lab and real records never count as
+attempts for each other.
 """
 
 from __future__ import annotations
@@ -70,14 +75,28 @@ def default_audit_path() -> Path:
 
 
 class AuditTrail:
-    """Append-only audit file with the queries the attempt rules need."""
+    """Append-only audit file with the queries the attempt rules need.
+
+    `lab` is True for a session on the in-process lab key, where every record
+    is a lab record. In a session on real readers, only the records about the
+    tokens passed to `mark_lab_token` are.
+    """
 
     def __init__(self, path: Path | None = None, *, session: str | None = None, lab: bool = False) -> None:
         self.path = path or default_audit_path()
         self.session = session or uuid.uuid4().hex[:12]
         self.lab = lab
+        self._lab_tokens: set[str] = set()
         self._user = _os_user()
         self._host = socket.gethostname()
+
+    def mark_lab_token(self, token_id: object) -> None:
+        """Record that `token_id` is a lab key, so every later record about it has `lab: true`."""
+        self._lab_tokens.add(str(token_id))
+
+    def is_lab(self, token_id: object | None) -> bool:
+        """Return whether records about `token_id` are lab records: a lab session, or a token marked as a lab key."""
+        return self.lab or (token_id is not None and str(token_id) in self._lab_tokens)
 
     def record(
         self,
@@ -117,7 +136,7 @@ class AuditTrail:
             status=status,
             tries_before=tries_before,
             tries_after=tries_after,
-            lab=self.lab,
+            lab=self.is_lab(token_id),
             details={k: v for k, v in details.items() if v is not None},
         )
         self._append(json.dumps(asdict(entry), sort_keys=True))
@@ -150,9 +169,10 @@ class AuditTrail:
     def attempts(self, token_id: object, operation: str, *, within: dt.timedelta = DEFAULT_SESSION_WINDOW, lab: bool | None = None) -> list[AuditRecord]:
         """Return the records of `operation` on `token_id` by this OS user within `within`.
 
-        Lab and real records never count for each other.
+        Lab and real records never count for each other. By default the
+        records looked for are lab records when `is_lab(token_id)` is True.
         """
-        lab = self.lab if lab is None else lab
+        lab = self.is_lab(token_id) if lab is None else lab
         since = dt.datetime.now(dt.timezone.utc) - within
         found = []
         for entry in self.records(token_id):

@@ -9,11 +9,16 @@ summary is built from.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tui.audit import AuditTrail
 from tui.locks import TokenLocks
 from tui.settings import SiteSettings
+
+if TYPE_CHECKING:
+    from tui.model import TokenScan
 
 
 @dataclass
@@ -60,6 +65,16 @@ class Session:
     def is_lab(self) -> bool:
         """True when the session runs on the lab key."""
         return self.lab_scenario is not None
+
+    def note_scan(self, tokens: Iterable[TokenScan]) -> None:
+        """Mark each scanned lab key (`TokenScan.is_lab`) in the audit trail, so its records have `lab: true`.
+
+        A lab key served through pcscd looks like hardware to this session,
+        whose trail is not a lab trail; only its reserved ID gives it away.
+        """
+        for token in tokens:
+            if token.is_lab and token.token_id is not None:
+                self.audit.mark_lab_token(token.token_id)
 
     def add_event(self, kind: str, summary: str, *, token_id: object | None = None, **fields: object) -> SessionEvent:
         """Append an event stamped now (UTC) and return it."""
