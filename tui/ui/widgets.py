@@ -15,6 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
+from rich.cells import cell_len, chop_cells
+from rich.console import Console, ConsoleOptions
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -355,20 +359,115 @@ class TokensPanel(Vertical):
         yield Static("", id="token-detail", markup=False)
 
 
+# Width of the "HH:MM:SS " stamp, and the indent of an entry's continuation rows.
+STAMP_WIDTH = 9
+
+
+def wrap_activity_line(line: str, width: int) -> list[str]:
+    """Wrap one activity entry at spaces into rows of at most `width` terminal cells.
+
+    Rows after the first are indented by `STAMP_WIDTH`, so an entry reads as
+    one block under its time stamp. Only the spaces at the breaks are
+    dropped: a word longer than a row is split across rows, never cut.
+    """
+    width = max(width, 1)
+    indent = " " * STAMP_WIDTH if width >= 2 * STAMP_WIDTH else ""
+    rows: list[str] = []
+    for number, paragraph in enumerate(line.split("\n")):
+        rows.extend(_wrap_paragraph(paragraph, width, "" if number == 0 else indent, indent))
+    return rows
+
+
+def _wrap_paragraph(text: str, width: int, first_prefix: str, indent: str) -> list[str]:
+    rows: list[str] = []
+    row, row_empty = first_prefix, True
+    for word in text.split(" "):
+        joined = row + word if row_empty else f"{row} {word}"
+        if cell_len(joined) <= width:
+            row, row_empty = joined, False
+            continue
+        if not word:
+            continue  # a space at a break is dropped
+
+        # A word longer than any row (a long hex string) is split, starting on
+        # this row. A shorter word that does not fit moves to a new row.
+        too_long_for_any_row = cell_len(word) > width - cell_len(indent)
+        if not row_empty and too_long_for_any_row and cell_len(row) + 1 < width:
+            row += " "
+        elif not row_empty:
+            rows.append(row)
+            row = indent
+        while True:
+            piece = chop_cells(word, width - cell_len(row))[0]
+            word = word[len(piece):]
+            if not word:
+                row, row_empty = row + piece, False
+                break
+            rows.append(row + piece)
+            row = indent
+    rows.append(row)
+    return rows
+
+
+class _WrappedEntry:
+    """One activity entry as a Rich renderable that wraps itself to the width it is rendered at."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        for row in wrap_activity_line(self.line, options.max_width):
+            yield Segment(row)
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        longest = max(cell_len(paragraph) for paragraph in self.line.split("\n"))
+        return Measurement(1, max(longest, 1))
+
+
 class ActivityLog(RichLog):
-    """The activity log: time, operation, status word and its words; never a secret."""
+    """The activity log: time, operation, status word and its words; never a secret.
+
+    Each entry wraps at spaces to the panel's width, with its continuation
+    rows indented under the text, so no character is lost at 80 columns. When
+    the width changes, the entries are wrapped again from `entries`, which
+    keeps every line in full.
+    """
 
     def __init__(self, clock: Callable[[], datetime], **kwargs) -> None:
-        super().__init__(wrap=True, markup=False, highlight=False, **kwargs)
+        # RichLog renders a write at least `min_width` cells wide (78 by default)
+        # and crops what the panel cannot show. With 1, each entry wraps to the panel.
+        super().__init__(wrap=False, markup=False, highlight=False, min_width=1, **kwargs)
         self.clock = clock
         self.entries: list[str] = []
+        self._wrapped_width = 0
 
     def add(self, text: str, when: datetime | None = None) -> None:
         """Append one line, stamped with `when` or the app clock."""
         stamp = (when or self.clock()).strftime("%H:%M:%S")
-        line = f"{stamp} {text}"
+        line = f"{stamp} {text}".expandtabs()
         self.entries.append(line)
-        self.write(Text(line))
+        self._write_entry(line)
+
+    def _write_entry(self, line: str) -> None:
+        # The panel's width is passed on, because RichLog otherwise measures
+        # against the app console, whose width stayed at the start size after
+        # a resize in Pilot runs (Textual 8.2). Before the first layout the
+        # width is 0 and RichLog defers the write.
+        width = self.scrollable_content_region.width
+        self.write(_WrappedEntry(line), width=width if width > 0 else None)
+
+    def on_resize(self) -> None:
+        # RichLog's own handler renders the writes made before the first
+        # size. After that, a new width needs every entry wrapped again.
+        width = self.scrollable_content_region.width
+        if width <= 0:
+            return
+        if self._wrapped_width and width != self._wrapped_width:
+            self.clear()
+            for line in self.entries:
+                self._write_entry(line)
+        self._wrapped_width = width
 
     def add_many(self, lines: Iterable[str]) -> None:
         """Append several lines with the same time stamp."""
