@@ -84,3 +84,21 @@ async def test_wizard_bar_hides_lab_keys_on_real_key():
 
         assert "LAB" not in bar_text(screen)
         assert app.screen.check_action("lab_remove", ()) is False
+
+
+async def test_fido_bar_fits_back_help_quit():
+    app, _ = lab_app("fido-healthy")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_fido(pilot)
+        await pilot.pause()
+        text = bar_text(screen)
+
+        assert len(text) <= 80
+        assert "…" not in text
+        for entry in ("r Re-read", "l Credentials", "w Reset wizard", "b Back", "? Help", "q Quit"):
+            assert entry in text
+
+        await pilot.press("question_mark")
+        help_text = str(app.screen.query_one("#help-text").render())
+        assert "Keys of the FIDO screen:" in help_text
+        assert "Generate a new FIDO PIN" in help_text

@@ -153,13 +153,19 @@ def render_attempt(result: PinAttemptResult | None) -> str:
 class FidoScreen(Screen):
     """The FIDO state of the selected token, Step 7/8 guidance and the FIDO actions."""
 
+    title_text = "the FIDO screen"  # the help screen's name for it
+
     DEFAULT_CSS = SCREEN_CSS
     BINDINGS = [
-        Binding("r", "reread", "Re-read FIDO state", id="fido-reread"),
-        Binding("l", "list_credentials", "List credentials", id="fido-list"),
-        Binding("w", "reset_wizard", "Reset wizard", id="fido-reset-wizard"),
-        Binding("p", "new_pin(False)", "Type new PIN", id="fido-new-pin"),
-        Binding("g", "new_pin(True)", "Generate PIN", id="fido-generate-pin"),
+        # Short descriptions so the key bar fits 80 columns; help shows the tooltips.
+        Binding("r", "reread", "Re-read", id="fido-reread", tooltip="Re-read the FIDO state (no PIN sent)"),
+        Binding("l", "list_credentials", "Credentials", id="fido-list",
+                tooltip="List the credentials with the user's FIDO PIN (one attempt)"),
+        Binding("w", "reset_wizard", "Reset wizard", id="fido-reset-wizard", tooltip="Open the guided FIDO reset"),
+        Binding("p", "new_pin(False)", "New PIN", id="fido-new-pin",
+                tooltip="Type a new FIDO PIN for a key without one (escrowed first)"),
+        Binding("g", "new_pin(True)", "Generate PIN", id="fido-generate-pin", show=False,
+                tooltip="Generate a new FIDO PIN for a key without one (escrowed first)"),
         Binding("b,escape", "back", "Back", id="fido-back"),
     ]
 
@@ -402,6 +408,8 @@ class ConfirmationInput(Input):
 
 class ResetWizardScreen(Screen):
     """The guided FIDO reset; it advances only on the technician's confirmation and the key's insertion."""
+
+    title_text = "the FIDO reset wizard"  # the help screen's name for it
 
     # Focus returning to the (hidden) confirmation field after a modal would
     # swallow the wizard's letter keys, so nothing takes focus by itself.

@@ -98,7 +98,8 @@ def _screen_key_lines(screen: Screen) -> list[str]:
         for binding in entries:
             if not binding.description:
                 continue
-            keys, _ = by_action.setdefault(binding.action, ([], binding.description))
+            # The tooltip, where a screen gives one, is the longer text its key bar has no room for.
+            keys, _ = by_action.setdefault(binding.action, ([], binding.tooltip or binding.description))
             keys.append(_KEY_NAMES.get(key, key))
     return [line for keys, description in by_action.values() for line in _key_line(" / ".join(keys), description)]
 
