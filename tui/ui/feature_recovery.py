@@ -119,10 +119,6 @@ class RecoveryFeature:
         header.mount(Static(" read-only mode ", id="read-only-banner"), before="#vault-state")
         self.activity.add("Read-only mode: verify, unblock, admin unlock and reprovision are hidden")
 
-    def feature_after_scan(self, result: ScanResult) -> None:
-        """Mark the scanned lab keys in the audit trail before any action writes a record about them."""
-        self.session.note_scan(result.tokens)
-
     def feature_check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Return False for an action that changes a token in read-only mode, so it is hidden and not run."""
         if action in WRITE_ACTIONS and self.settings.read_only:
