@@ -57,7 +57,8 @@ async def test_wizard_bar_follows_step():
         assert "c Cancel" in intro
         assert "a Try again" not in intro
         assert "p Type new PIN" not in intro
-        assert "x LAB remove" in intro
+        # The LAB keys are named on the wizard's own LAB controls line instead.
+        assert "LAB" not in intro
 
         await pilot.press("y")
         await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_REMOVE, "the removal step")
@@ -102,3 +103,58 @@ async def test_fido_bar_fits_back_help_quit():
         help_text = str(app.screen.query_one("#help-text").render())
         assert "Keys of the FIDO screen:" in help_text
         assert "Generate a new FIDO PIN" in help_text
+
+
+def assert_bar_fits(text: str, step: str) -> None:
+    """Fail naming `step` when the bar is wider than 80 columns, cropped, or lacks help and quit."""
+    assert len(text) <= 80, f"{step}: {len(text)} columns: {text!r}"
+    assert "…" not in text, f"{step}: cropped: {text!r}"
+    assert "? Help" in text, f"{step}: no help key: {text!r}"
+    assert "q Quit" in text, f"{step}: no quit key: {text!r}"
+
+
+async def test_wizard_bar_fits_every_step():
+    app, _ = lab_app("fido-blocked")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        await pilot.press("w")
+        await wait_until(pilot, lambda: isinstance(app.screen, ResetWizardScreen), "the reset wizard")
+        screen = app.screen
+        wizard = screen.wizard
+
+        async def check(step: str) -> None:
+            await pilot.pause()
+            await pilot.pause()
+            assert_bar_fits(bar_text(screen), step)
+
+        for char in "RESET":
+            await pilot.press(char)
+        await pilot.press("enter")
+        await check("intro after Enter")
+
+        await pilot.press("y")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_REMOVE, "the removal step")
+        await check("wait remove")
+
+        await pilot.press("x")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await check("wait insert")
+
+        await pilot.press("i")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
+        await check("wait touch")
+
+        # A cancel while the key waits for the touch fails the reset and offers a retry.
+        await pilot.press("c")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.FAILED, "the cancelled reset")
+        await check("failed")
+
+        await pilot.press("a")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_REMOVE, "the removal step again")
+        await pilot.press("x")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step again")
+        await pilot.press("i")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request again")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
+        await check("done")

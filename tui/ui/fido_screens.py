@@ -423,9 +423,11 @@ class ResetWizardScreen(Screen):
         Binding("p", "new_pin(False)", "Type new PIN", id="wizard-new-pin"),
         Binding("g", "new_pin(True)", "Generate PIN", id="wizard-generate-pin"),
         Binding("b,n", "back", "Back", id="wizard-back"),
-        Binding("x", "lab_remove", "LAB remove", id="wizard-lab-remove"),
-        Binding("i", "lab_insert", "LAB insert", id="wizard-lab-insert"),
-        Binding("t", "lab_touch", "LAB touch", id="wizard-lab-touch"),
+        # The LAB keys stay off the key bar so that help and quit fit in 80
+        # columns. The wizard's "LAB controls" line names them on the lab key.
+        Binding("x", "lab_remove", "LAB remove", id="wizard-lab-remove", show=False),
+        Binding("i", "lab_insert", "LAB insert", id="wizard-lab-insert", show=False),
+        Binding("t", "lab_touch", "LAB touch", id="wizard-lab-touch", show=False),
     ]
 
     def __init__(self, token_key: str) -> None:
