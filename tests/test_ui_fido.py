@@ -352,6 +352,25 @@ async def test_read_only_wizard_sends_nothing():
         assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
 
 
+async def test_quit_during_reset_names_step():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        screen = await start_wizard(pilot)
+        await pilot.press("x")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), "the quit question")
+        body = str(pilot.app.screen.query_one(".modal-body").render())
+
+        assert "3/4 Re-insert the key" in body
+        assert "wait insert" not in body
+        assert "wait_insert" not in body
+        await pilot.press("n")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, "the wizard again")
+        assert screen.wizard.step is ResetStep.WAIT_INSERT
+
+
 # --- snapshots at 80x24 ------------------------------------------------------------------------------
 
 

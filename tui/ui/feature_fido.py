@@ -282,6 +282,7 @@ class FidoFeature:
         cancel reaches it, so the question says so.
         """
         from tui.fido.reset import ResetStep
+        from tui.ui.fido_screens import STEP_TITLES
         from tui.ui.modals import ConfirmModal
 
         wizard = self.fido_pending_reset()
@@ -292,8 +293,9 @@ class FidoFeature:
                     "Quit anyway cancels it; a touch before the cancel still erases every FIDO credential. "
                     "Press n to stay and let the reset finish.")
         else:
-            body = (f"A FIDO reset of {wizard.token_label} is under way ({wizard.step.value.replace('_', ' ')}); "
-                    "nothing was sent yet. Quit anyway cancels it. Press n to stay.")
+            # The step in the words of the wizard's title, e.g. "3/4 Re-insert the key".
+            body = (f"A FIDO reset of {wizard.token_label} is under way (step {STEP_TITLES[wizard.step]}). "
+                    "Nothing was sent yet. Quit anyway cancels it. Press n to stay.")
 
         def decided(quit_anyway: bool) -> None:
             if quit_anyway:
