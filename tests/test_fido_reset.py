@@ -165,6 +165,21 @@ def test_six_seconds_late_not_sent():
     assert wizard.resets_sent == 0
 
 
+def test_window_closed_during_check():
+    clock = FakeClock()
+    wizard = wizard_at_insert(clock)
+    clock.advance(4.9)
+    assert not wizard.window_closed()
+    clock.advance(0.1)
+    assert wizard.window_closed()
+    assert wizard.step is ResetStep.CHECKING
+
+    wizard.identity_checked(IdentityCheck(Verdict.SAME, "smart-card ID", "cplc:AB12"))
+    assert wizard.step is ResetStep.WAIT_REMOVE
+    assert not wizard.window_closed()
+    assert wizard.resets_sent == 0
+
+
 def test_cancel_before_send():
     clock = FakeClock()
     wizard = wizard_at_insert(clock)

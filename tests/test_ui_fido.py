@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -242,6 +243,44 @@ async def test_wizard_shows_too_late_refusal():
         assert lab.authenticator.pin_is_set
         await pilot.press("a")
         assert screen.wizard.step is ResetStep.WAIT_REMOVE
+
+
+async def test_wizard_says_window_closed_during_slow_check():
+    # A card that takes seconds per APDU keeps the identity check running past
+    # the reset window: the countdown must say so at once, not "0 s left".
+    lab = LabSetup("fido-blocked")
+    now = [1000.0]
+    lab.app.fido_clock = lambda: now[0]
+    release = threading.Event()
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        screen = await start_wizard(pilot)
+        wizard = screen.wizard
+        real_checker = screen.runner.identity_checker
+
+        def slow_checker(*args):
+            release.wait(timeout=10)
+            return real_checker(*args)
+
+        screen.runner.identity_checker = slow_checker
+        await pilot.press("x")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await pilot.press("i")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.CHECKING, "the identity check")
+        await wait_until(pilot, lambda: "s left" in text(screen, "#wizard-countdown"), "the countdown")
+
+        now[0] += wizard.window_s + 1
+        await wait_until(pilot, lambda: "closed" in text(screen, "#wizard-countdown"), "the closed window")
+        countdown = text(screen, "#wizard-countdown")
+        assert "no reset will be sent" in countdown
+        assert "identity check is finishing" in countdown
+        assert "0 s left" not in countdown
+        assert "sending the reset" not in text(screen, "#wizard-message")
+
+        release.set()
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_REMOVE, "the refusal")
+        assert "Too late after insertion" in text(screen, "#wizard-message")
+        assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
 
 
 async def test_wizard_cancel_before_send():

@@ -225,6 +225,17 @@ class ResetWizard:
                 return None
             return max(0.0, self.window_s - (self.clock() - self.inserted_at))
 
+    def window_closed(self) -> bool:
+        """True while the identity check still runs but the reset window since the insertion has passed.
+
+        `identity_checked` then withholds the reset, so no reset will be sent
+        for this insertion whatever the check finds.
+        """
+        with self._lock:
+            if self.step is not ResetStep.CHECKING or self.inserted_at is None:
+                return False
+            return self.clock() - self.inserted_at >= self.window_s
+
     # -- events --------------------------------------------------------------
 
     def confirm(self, typed: str, presence: Presence, *, typed_id: str | None = None) -> ResetStep:

@@ -488,18 +488,31 @@ class ResetWizardScreen(Screen):
         prompt = (f"Type {wizard.confirmation_hint}" + (" and the ID printed on the key" if wizard.token_id is None else "")
                   + ", press Enter, then y.") if intro else ""
         self.query_one("#wizard-prompt", Static).update(prompt)
-        message = "" if step is ResetStep.INTRO and wizard.message == WIPE_TEXT else wizard.message
-        if intro and is_read_only(self.app):
-            message = READ_ONLY_WIZARD
-        self.query_one("#wizard-message", Static).update(message)
+        self.query_one("#wizard-message", Static).update(self._message_text())
         self.query_one("#wizard-countdown", Static).update(self._countdown_text())
         self.query_one("#wizard-keys", Static).update(self._keys_text())
         lab = "LAB controls (simulated key): x remove   i insert   t touch" if self.app.session.is_lab else ""
         self.query_one("#wizard-lab", Static).update(lab)
         self.refresh_bindings()
 
+    def _message_text(self) -> str:
+        wizard = self.wizard
+        step = wizard.step
+        if step in (ResetStep.INTRO, ResetStep.REFUSED) and is_read_only(self.app):
+            return READ_ONLY_WIZARD
+        if step is ResetStep.INTRO and wizard.message == WIPE_TEXT:
+            return ""
+        if wizard.window_closed():
+            # The step's own message still promises the reset, which is no longer true.
+            return "Key inserted: checking it is the same key."
+        return wizard.message
+
     def _countdown_text(self) -> str:
         wizard = self.wizard
+        if wizard.window_closed():
+            # A slow identity check outlived the window: say so now, not once the check ends.
+            return (f"The {wizard.window_s:g} s window after insertion has closed: no reset will be sent. "
+                    "The identity check is finishing.")
         left = wizard.seconds_left()
         if wizard.step is ResetStep.WAIT_INSERT:
             return f"Waiting for the key. The key allows the reset only within {wizard.window_s:g} s of insertion."
@@ -529,6 +542,8 @@ class ResetWizardScreen(Screen):
         return "[b] back"
 
     def _tick(self) -> None:
+        if self.wizard.step is ResetStep.CHECKING:
+            self.query_one("#wizard-message", Static).update(self._message_text())
         self.query_one("#wizard-countdown", Static).update(self._countdown_text())
         if self.wizard.pending_action is ResetAction.WATCH_PRESENCE and not self.polling:
             self.polling = True
