@@ -828,3 +828,28 @@ def test_healthy_fido_keeps_step4_without_step0():
 
     result = scan_all(LabBackend("wrong-pin"), SiteSettings())
     assert evaluate(result, result.tokens[0]).next_step == "4"
+
+
+def test_step_taken_carries_problem_flag():
+    locked = make_token(pin=Counter(PinState.BLOCKED, 0, 8, Source.STATUS_QUERY))
+    result = evaluate(make_scan(locked))
+
+    assert [(taken.step, taken.problem) for taken in result.path] == [("1", False), ("2", False), ("3", True)]
+
+
+@pytest.mark.parametrize(("step", "outcome"), [
+    ("3", "locked"), ("3", "certificate_expired"), ("4", "wrong"), ("6", "no_puk_command"),
+    ("6", "puk_blocked"), ("6a", "no_admin_key"), ("7", "blocked"), ("7", "temporarily_blocked"),
+    ("7", "unsupported"), ("8", "wrong"), ("11", "failed"),
+])
+def test_bad_outcomes_marked_problem(step, outcome):
+    assert STEPS[step].outcome(outcome).problem is True
+
+
+@pytest.mark.parametrize(("step", "outcome"), [
+    ("1", "detected"), ("2", "captured"), ("3", "tries_left"), ("4", "ok"), ("6", "reset"),
+    ("6a", "unlocked"), ("7", "pin_set"), ("7", "no_pin"), ("8", "listed"), ("9", "reset"), ("10", "done"),
+    ("11", "ok"),
+])
+def test_good_outcomes_not_problem(step, outcome):
+    assert STEPS[step].outcome(outcome).problem is False

@@ -184,3 +184,52 @@ def test_render_functions_return_plain_text():
 
     assert render_token_detail(token).plain == f"Reader: Reader [1]\nATR: {token.atr}"
     assert render_counters(token).plain.splitlines()[0] == "Smart-card PIN 8/8 ok"
+
+
+def path_marks(text: str) -> dict[str, str]:
+    """Map each step id on the path to the mark in front of its line, e.g. {"3": "!"}."""
+    marks = {}
+    for line in text.splitlines():
+        mark, _, rest = line.partition(" ")
+        if mark in ("✔", "✖", "!") and rest:
+            marks[rest.split(" ", 1)[0]] = mark
+    return marks
+
+
+async def test_fido_blocked_step_not_ticked():
+    app, _ = lab_app("fido-blocked")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = panel(app)
+        marks = path_marks(text)
+
+        assert "! 7 FIDO PIN 0 tries left, BLOCKED" in text
+        assert marks["7"] == "!"
+        assert marks["1"] == "✔"
+        assert marks["2"] == "✔"
+        assert "✔ 7" not in text
+
+
+async def test_crescendo_no_puk_command_not_ticked():
+    app, _ = lab_app("crescendo-no-admin-key")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await triage_smart_card(pilot)
+        text = panel(app)
+        marks = path_marks(text)
+
+        assert "! 6 No PUK command on this key" in text
+        assert marks["3"] == "!"
+        assert marks["6"] == "!"
+        assert marks["0"] == "✔"
+        assert "✔ 6" not in text
+
+
+async def test_healthy_steps_keep_tick():
+    app, _ = lab_app("wrong-pin")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await triage_smart_card(pilot)
+        marks = path_marks(panel(app))
+
+        assert marks == {"0": "✔", "1": "✔", "2": "✔", "3": "✔"}

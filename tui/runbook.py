@@ -69,7 +69,10 @@ class Outcome:
     `focus` (Step 0 only) lists the steps the complaint points to.
     `resolves` names the recovery that settled the lockout (for example
     "PUK reset"), and `carry` is a finding that stays in front of the
-    verdicts of the steps after this one.
+    verdicts of the steps after this one. `problem` is True when the step
+    found something wrong (a blocked PIN, an expired certificate, a missing
+    command), so the runbook panel marks it apart from a step that found
+    nothing wrong.
     """
 
     id: str
@@ -82,6 +85,7 @@ class Outcome:
     focus: str = ""
     resolves: str = ""
     carry: str = ""
+    problem: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,11 +173,12 @@ class Step:
 
 @dataclass(frozen=True)
 class StepTaken:
-    """One step on the path taken: the step id, the outcome id and the outcome in words."""
+    """One step on the path taken: the step id, the outcome id, the outcome in words and whether it is a problem."""
 
     step: str
     outcome: str
     summary: str
+    problem: bool = False
 
 
 @dataclass
@@ -614,21 +619,22 @@ STEPS: dict[str, Step] = {
              (Outcome("detected", "Token detected ({readers})", "2"),
               Outcome("several", "{count} tokens, token {position} selected", "2",
                       notice="{count} tokens are connected: confirm token {position} is the user's before any change."),
-              Outcome("none", "No token detected: {check} check failed", None, _STOP_HARDWARE, not_lockout=HARDWARE),
+              Outcome("none", "No token detected: {check} check failed", None, _STOP_HARDWARE, not_lockout=HARDWARE,
+                      problem=True),
               Outcome("unreadable", "Token in {reader} not readable: {check} check failed", None, _STOP_HARDWARE,
-                      not_lockout=HARDWARE)),
+                      not_lockout=HARDWARE, problem=True)),
              evaluate=evaluate_detection, action="rescan"),
         Step("2", "Capture the token ID", StepKind.READ_ONLY,
              "read the CPLC, serial or CHUID GUID as the token ID",
              (Outcome("captured", "ID {token_id}", "3"),
               Outcome("missing", "No ID captured", "3",
-                      notice="No token ID: escrow will be refused later because {reason}.")),
+                      notice="No token ID: escrow will be refused later because {reason}.", problem=True)),
              evaluate=evaluate_identity, action="rescan"),
         Step("3", "Read the smart-card PIN state", StepKind.READ_ONLY,
              "read the PIN and PUK tries with status queries and metadata, spending none",
              (Outcome("locked", "Smart-card PIN {pin}", "6",
                       "Smart-card PIN locked ({pin}, source: {source}); PUK {puk}. "
-                      "Next: Step 6, reset the PIN with the PUK.", applet=SMART_CARD),
+                      "Next: Step 6, reset the PIN with the PUK.", applet=SMART_CARD, problem=True),
               Outcome("recovered", "Smart-card PIN {pin} after the recovery", "6",
                       "Smart-card PIN usable again ({pin}). Next: Step 6, the recovery's result.", applet=SMART_CARD),
               Outcome("reprovisioned", "Smart-card PIN {pin} after the reprovision", "10",
@@ -642,10 +648,10 @@ STEPS: dict[str, Step] = {
                       "but its try count is not readable. Next: Step 4, one deliberate verify."),
               Outcome("not_readable", "Smart-card PIN tries {pin}", "4",
                       "Smart-card PIN tries could not be read ({detail}), so a verify might spend the last try. "
-                      "Next: Step 4 only if the user is sure of the PIN."),
+                      "Next: Step 4 only if the user is sure of the PIN.", problem=True),
               Outcome("not_set", "Smart-card PIN NOT SET", None,
                       "No smart-card PIN is set on this token. Check that token ID {token_id} matches the "
-                      "user's record: they may have a different token than expected."),
+                      "user's record: they may have a different token than expected.", problem=True),
               Outcome("no_applet", "No smart-card PIN on this token", "7",
                       "This token has no smart-card PIN (no PIV or ACA applet answered). "
                       "Next: Step 7, the FIDO check."),
@@ -655,7 +661,7 @@ STEPS: dict[str, Step] = {
               Outcome("fido_locked_found", "Smart-card PIN {pin}; FIDO PIN {fido_pin}", "7",
                       "Smart-card PIN not locked ({pin}); the scan found the FIDO PIN {fido_pin}, so FIDO is the "
                       "locked applet. Next: Step 7, the FIDO check; a smart-card verify would spend a try on "
-                      "the wrong applet. Ask the user what they were doing (i) to confirm.", applet=FIDO),
+                      "the wrong applet. Ask the user what they were doing (i) to confirm.", applet=FIDO, problem=True),
               Outcome("otp_complaint", "Smart-card PIN {pin}; the complaint is about an OTP code", "5",
                       "Smart-card PIN {pin}. The complaint is about an OTP code. Next: Step 5, list the OTP slots "
                       "(read-only, generates no code)."),
@@ -665,7 +671,7 @@ STEPS: dict[str, Step] = {
               Outcome("certificate_expired", "Smart-card PIN {pin}; login certificate (9A) EXPIRED {expired_on}", None,
                       "Not a lockout: expired certificate. The PIV authentication certificate (slot 9A) expired on "
                       "{expired_on}, so logins fail although the PIN is fine ({pin}). Renew the certificate through "
-                      "the CA or CMS; do not verify or reset the PIN.", not_lockout=EXPIRED_CERTIFICATE)),
+                      "the CA or CMS; do not verify or reset the PIN.", not_lockout=EXPIRED_CERTIFICATE, problem=True)),
              evaluate=evaluate_pin_state, action="rescan"),
         Step("4", "Verify the PIN once", StepKind.SINGLE_ATTEMPT,
              "send one VERIFY with the PIN the user claims",
@@ -677,13 +683,14 @@ STEPS: dict[str, Step] = {
                       "Next: Step 11, the external-authentication check."),
               Outcome("wrong", "Wrong PIN, {tries} tries left", "6",
                       "The user does not know the PIN. Do not guess again: check the records for a documented "
-                      "default, then Step 6.", applet=SMART_CARD, not_lockout=USER_ERROR),
-              Outcome("blocked", "PIN blocked (6983)", "6", "Smart-card PIN locked. Next: Step 6.", applet=SMART_CARD),
+                      "default, then Step 6.", applet=SMART_CARD, not_lockout=USER_ERROR, problem=True),
+              Outcome("blocked", "PIN blocked (6983)", "6", "Smart-card PIN locked. Next: Step 6.", applet=SMART_CARD,
+                      problem=True),
               Outcome("not_set", "No PIN defined (6A88)", None,
-                      "No PIN was ever set. Check that the token ID matches the user's record."),
+                      "No PIN was ever set. Check that the token ID matches the user's record.", problem=True),
               Outcome("inconclusive", "Verify gave no usable answer", None,
                       "The verify gave no usable answer (lost response or unexpected status word). Rescan to read "
-                      "the counter before anything else.")),
+                      "the counter before anything else.", problem=True)),
              evaluate=evaluate_verify, action="verify"),
         Step("5", "Check the OTP slots", StepKind.READ_ONLY,
              "list the OATH accounts without calculating HOTP codes",
@@ -695,29 +702,31 @@ STEPS: dict[str, Step] = {
                       "of the computer against NTP.", applet=OATH, not_lockout="server side (clock skew)"),
               Outcome("unconfirmed", "{slot}", None,
                       "The OTP slot is present but its configuration is not readable: ask the user to press the "
-                      "button once in a text editor to tell drift from an empty slot.", applet=OATH),
+                      "button once in a text editor to tell drift from an empty slot.", applet=OATH, problem=True),
               Outcome("missing", "{slot}", None, "The OTP slot is missing or wrong: reprovision it through the "
-                      "PSKC workflow.", applet=OATH),
+                      "PSKC workflow.", applet=OATH, problem=True),
               Outcome("missing_try_fido", "{slot}", "7",
-                      "No configured OTP slot, so the tap is most likely FIDO2. " + _FIDO_CHECK),
+                      "No configured OTP slot, so the tap is most likely FIDO2. " + _FIDO_CHECK, problem=True),
               Outcome("smart_card_first", "Smart-card PIN not usable", "6",
                       "Step 5 applies once the smart-card PIN works: recover it first. Next: Step 6.",
-                      applet=SMART_CARD)),
+                      applet=SMART_CARD, problem=True)),
              evaluate=evaluate_otp, action="otp"),
         Step("6", "Reset the PIN with the PUK", StepKind.SINGLE_ATTEMPT,
              "escrow the new PIN, then RESET RETRY COUNTER with the PUK on file",
              (Outcome("reset", "PIN reset with the PUK", None,
                       "{cause}; reset with the PUK; the user must change the new PIN at next login.",
                       applet=SMART_CARD, resolves="PUK reset"),
-              Outcome("no_puk", "No PUK on the token (6A88)", "10", "No PUK is set. Next: Step 10.", applet=SMART_CARD),
+              Outcome("no_puk", "No PUK on the token (6A88)", "10", "No PUK is set. Next: Step 10.", applet=SMART_CARD,
+                      problem=True),
               Outcome("wrong_puk", "Wrong PUK, {tries} PUK tries left", "10",
                       "The PUK used is wrong: stop, do not retry; treat the PUK as unknown. Next: Step 10.",
-                      applet=SMART_CARD),
+                      applet=SMART_CARD, problem=True),
               Outcome("puk_blocked", "PUK blocked ({puk})", "10",
-                      "The PUK is blocked, so the PIN cannot be reset with it. Next: Step 10.", applet=SMART_CARD),
+                      "The PUK is blocked, so the PIN cannot be reset with it. Next: Step 10.", applet=SMART_CARD,
+                      problem=True),
               Outcome("no_puk_command", "No PUK command on this key", "6a",
                       "HID publishes no PUK command for the Crescendo, so the PIN is unlocked with the admin key "
-                      "instead. Next: the admin-key unlock.", applet=SMART_CARD)),
+                      "instead. Next: the admin-key unlock.", applet=SMART_CARD, problem=True)),
              evaluate=evaluate_puk_reset, action="unblock_puk"),
         Step("6a", "Unlock the PIN with the admin key", StepKind.SINGLE_ATTEMPT,
              "escrow the new PIN, then GET CHALLENGE, EXTERNAL AUTHENTICATE and UNLOCK PIN",
@@ -726,12 +735,12 @@ STEPS: dict[str, Step] = {
                       applet=SMART_CARD, resolves="admin-key unlock"),
               Outcome("auth_failed", "Admin key rejected, {tries} unlock tries left", "10",
                       "The admin key was rejected: do not retry with the same key. Check that the record belongs to "
-                      "this token ID; without a working key, Step 10.", applet=SMART_CARD),
+                      "this token ID; without a working key, Step 10.", applet=SMART_CARD, problem=True),
               Outcome("unlock_blocked", "Unlock tries exhausted", "10",
-                      "The unlock counter is exhausted. Next: Step 10.", applet=SMART_CARD),
+                      "The unlock counter is exhausted. Next: Step 10.", applet=SMART_CARD, problem=True),
               Outcome("no_admin_key", "No admin key on the token", "10",
                       "No admin key is set (XAUTH1 not initialised), so the PIN cannot be unlocked. Next: Step 10.",
-                      applet=SMART_CARD)),
+                      applet=SMART_CARD, problem=True)),
              evaluate=evaluate_admin_unlock, action="admin_unlock"),
         Step("7", "Quick FIDO check (clientPin)", StepKind.READ_ONLY,
              "read authenticatorGetInfo over USB HID and look at the clientPin option",
@@ -744,25 +753,28 @@ STEPS: dict[str, Step] = {
               # the key is power-cycled. The runbook's Step 8 calls it "exhausted", which is PIN_BLOCKED (0x32).
               Outcome("temporarily_blocked", "FIDO PIN {fido_pin}", None,
                       "The FIDO PIN is blocked until the key is removed and re-inserted (three wrong PINs in a row). "
-                      "Remove and re-insert the key, then try once more; no reset is needed.", applet=FIDO),
+                      "Remove and re-insert the key, then try once more; no reset is needed.",
+                      applet=FIDO, problem=True),
               Outcome("blocked", "FIDO PIN {fido_pin}", "9",
-                      "The FIDO PIN is blocked; only a FIDO reset recovers it. Next: Step 9.", applet=FIDO),
+                      "The FIDO PIN is blocked; only a FIDO reset recovers it. Next: Step 9.",
+                      applet=FIDO, problem=True),
               Outcome("unsupported", "clientPin option missing", None,
-                      "The authenticator does not support a client PIN: escalate."),
+                      "The authenticator does not support a client PIN: escalate.", problem=True),
               Outcome("no_authenticator", "No FIDO authenticator", None,
                       "This key has no FIDO authenticator, so a passkey failure does not come from it."),
-              Outcome("not_accessible", "FIDO not accessible", None, "{explanation}"),
-              Outcome("unknown", "FIDO PIN state not readable", None, "{explanation}")),
+              Outcome("not_accessible", "FIDO not accessible", None, "{explanation}", problem=True),
+              Outcome("unknown", "FIDO PIN state not readable", None, "{explanation}", problem=True)),
              evaluate=evaluate_fido, action="fido"),
         Step("8", "Check FIDO PIN retries and credentials", StepKind.SINGLE_ATTEMPT,
              "read the FIDO PIN retries, then list credentials with the user's FIDO PIN",
              (Outcome("listed", "Credentials listed", None,
                       "FIDO works; the problem is elsewhere (relying party, browser, network).",
                       not_lockout=RELYING_PARTY),
-              Outcome("blocked", "FIDO PIN blocked", "9", "The FIDO PIN is blocked. Next: Step 9.", applet=FIDO),
+              Outcome("blocked", "FIDO PIN blocked", "9", "The FIDO PIN is blocked. Next: Step 9.", applet=FIDO,
+                      problem=True),
               Outcome("wrong", "Wrong FIDO PIN", None,
                       "The user does not know the FIDO PIN; only a reset recovers it. Stop after one attempt.",
-                      applet=FIDO, not_lockout=USER_ERROR)),
+                      applet=FIDO, not_lockout=USER_ERROR, problem=True)),
              evaluate=evaluate_fido_listing, action="fido"),
         Step("9", "Reset the FIDO authenticator", StepKind.DESTRUCTIVE,
              "authenticatorReset, then set a new FIDO PIN (escrowed first)",
@@ -783,11 +795,11 @@ STEPS: dict[str, Step] = {
                       "External authentication works; investigate the relying system.", not_lockout="relying-system side"),
               Outcome("failed", "External authentication failed", None,
                       "The admin key on file or on the token is wrong; last resort: reinstall a known key.",
-                      applet=EXTERNAL_AUTH),
+                      applet=EXTERNAL_AUTH, problem=True),
               Outcome("not_initialised", "No admin key on the token", None,
                       "No admin key is set, so external authentication is not the failing path."),
               Outcome("inconclusive", "External authentication: {outcome}", None,
-                      "The external-authentication check was inconclusive; see its result.")),
+                      "The external-authentication check was inconclusive; see its result.", problem=True)),
              evaluate=evaluate_xauth, action="xauth"),
     )
 }
@@ -851,7 +863,7 @@ def evaluate(scan: ScanResult, token: TokenScan | None = None, *,
 
         outcome = step.outcome(finding.outcome)
         facts = dict(finding.facts)
-        path.append(StepTaken(step.id, outcome.id, outcome.summary.format_map(facts)))
+        path.append(StepTaken(step.id, outcome.id, outcome.summary.format_map(facts), outcome.problem))
         outcomes.append(outcome)
         if outcome.notice:
             notices.append(outcome.notice.format_map(facts))

@@ -32,10 +32,12 @@ from tui.runbook import STEPS, OfferedStep, RunbookResult
 from tui.ui.actions import all_actions
 
 # Marks in front of runbook lines. Each line also states its outcome in words.
+# A tick means the step found nothing wrong; a step that found a problem
+# (a blocked PIN, no PUK command) gets "!", because a tick reads as "fine".
 MARK_DONE = "✔"
 MARK_STOP = "✖"
 MARK_NEXT = "▶"
-MARK_NOTICE = "!"
+MARK_PROBLEM = "!"
 
 COUNTER_LABEL_WIDTH = 14
 
@@ -224,7 +226,8 @@ def runbook_path_lines(result: RunbookResult, has_action: Callable[[str], bool])
     """Word each step on the path with its mark, Step 0 once.
 
     Step 0 is the engine's line once the triage is answered, else a hint
-    with the triage key. A stop that settles nothing gets the stop mark.
+    with the triage key. A stop that settles nothing gets the stop mark, a
+    step that found a problem the problem mark, any other step the tick.
     """
     lines = []
     if not result.path or result.path[0].step != "0":
@@ -235,8 +238,8 @@ def runbook_path_lines(result: RunbookResult, has_action: Callable[[str], bool])
         last = index == len(result.path) - 1
         if last and result.stopped and result.resolved_by is None:
             mark = MARK_STOP
-        elif taken.outcome == "missing":
-            mark = MARK_NOTICE
+        elif taken.problem:
+            mark = MARK_PROBLEM
         else:
             mark = MARK_DONE
         lines.append(f"{mark} {taken.step} {taken.summary}")
