@@ -244,3 +244,103 @@ def test_triage_summary_words():
     answers = TriageAnswers(trying="vpn-otp", saw="code-wrong")
     assert triage_summary(answers) == 'VPN with hardware OTP; saw "It didn\'t ask for anything, just said the code was wrong"'
     assert triage_summary(TriageAnswers()) == "not asked"
+
+
+def type_ahead(app, keys) -> None:
+    """Post `keys` to the app at once, as a terminal delivers keys typed faster than the app handles them."""
+    names = {"-": "minus", " ": "space"}
+    for key in keys:
+        character = {"enter": "\r", "tab": "\t"}.get(key, key if len(key) == 1 else None)
+        app.post_message(events.Key(names.get(key, key), character))
+
+
+async def settle_keys(pilot) -> None:
+    for _ in range(5):
+        await pilot.pause()
+
+
+async def test_quick_enter_then_s_saves(make_app):
+    app = make_app(FakeScanner([make_scan(make_token())]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        ticket = app.screen.query_one("#triage-ticket", Input)
+        ticket.focus()
+        await pilot.pause()
+
+        type_ahead(app, [*"INC-4711", "enter", "s"])
+        await settle_keys(pilot)
+
+        assert ticket.value == "INC-4711"
+        assert not isinstance(app.screen, TriageScreen)
+        assert app.session.triage.ticket == "INC-4711"
+
+
+async def test_quick_typing_reaches_next_field(make_app):
+    app = make_app(FakeScanner([make_scan(make_token())]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        screen = app.screen
+        screen.query_one("#triage-notes", Input).focus()
+        await pilot.pause()
+
+        # "n" cancels outside a field: typed ahead into the ticket it must stay a letter.
+        type_ahead(app, [*"no PIN", "enter", *"INC-n1", "enter"])
+        await settle_keys(pilot)
+
+        assert app.screen is screen
+        assert screen.query_one("#triage-notes", Input).value == "no PIN"
+        assert screen.query_one("#triage-ticket", Input).value == "INC-n1"
+        assert screen.focused is None
+
+
+async def test_ctrl_s_saves_from_field(make_app):
+    app = make_app(FakeScanner([make_scan(make_token())]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        app.screen.query_one("#triage-ticket", Input).focus()
+        await pilot.pause()
+        await pilot.press(*"INC-4711s", "ctrl+s")
+        await pilot.pause()
+
+        assert not isinstance(app.screen, TriageScreen)
+        assert app.session.triage.ticket == "INC-4711s"
+
+
+async def test_s_in_field_stays_letter(make_app):
+    app = make_app(FakeScanner([make_scan(make_token())]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        ticket = app.screen.query_one("#triage-ticket", Input)
+        ticket.focus()
+        await pilot.pause()
+        await pilot.press(*"INC-4711", "s")
+        await pilot.pause()
+
+        assert isinstance(app.screen, TriageScreen)
+        assert ticket.value == "INC-4711s"
+
+
+async def test_key_line_says_how_to_save_from_field(make_app):
+    app = make_app(FakeScanner([make_scan(make_token())]))
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("i")
+        keys = str(app.screen.query_one(".modal-keys").render())
+        screenshot = app.export_screenshot()
+
+        assert "[s] Save" in keys
+        assert "[n] Cancel" in keys
+        assert "In a text field: Enter, then s to save, or ctrl+s" in keys
+        assert "Esc cancels" in keys
+        # Both lines of the key line fit the dialog at 80x24.
+        assert "ctrl+s" in screenshot
+        assert "[n]" in screenshot

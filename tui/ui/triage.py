@@ -3,9 +3,12 @@
 The answers only steer where the technician looks first. They never hold
 back the read-only scan, which runs whatever is answered here. The screen is
 keyboard-only: arrows and Enter or Space choose in a list, Tab moves between
-fields, Enter in a text field moves on, `s` saves and `n` cancels. The chosen
-answer of each list shows as "(*)" and the others as "( )", so the choice
-reads the same with NO_COLOR and on 16-colour terminals.
+fields, and Enter leaves a text field (from the notes to the ticket number,
+from the ticket number to no field). Outside a text field `s` saves and `n` cancels.
+In a text field those letters are text, so ctrl+s saves and Escape cancels
+from anywhere. The chosen answer of each list shows as "(*)" and the others
+as "( )", so the choice reads the same with NO_COLOR and on 16-colour
+terminals.
 """
 
 from __future__ import annotations
@@ -17,18 +20,23 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, RadioSet, Static
+from textual.widgets import RadioSet, Static
 
 from tui.runbook import SAW_CHOICES as RUNBOOK_SAW
 from tui.runbook import TAP_CHOICES as RUNBOOK_TAP
 from tui.runbook import TRYING_CHOICES as RUNBOOK_TRYING
 from tui.session import TriageAnswers
-from tui.ui.widgets import MarkedRadioButton
+from tui.ui.widgets import FieldInput, MarkedRadioButton
 
 CANT_SAY = "cant-say"
 
 TICKET_MAX_LENGTH = 64
 NOTES_MAX_LENGTH = 300
+
+# The key line of the dialog. In a text field `s` and `n` are letters, so the
+# line explains how to save and cancel from there.
+TRIAGE_KEYS = ("Arrows, Enter/Space choose   Tab next field   [s] Save   [n] Cancel\n"
+               "In a text field: Enter, then s to save, or ctrl+s   Esc cancels")
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ def triage_summary(answers: TriageAnswers) -> str:
 
 
 class TriageScreen(ModalScreen[TriageAnswers | None]):
-    """Step 0: ask the user what they were doing; dismiss with the answers on `s`, None on `n`.
+    """Step 0: ask the user what they were doing; dismiss with the answers on `s` or ctrl+s, None on `n` or Escape.
 
     Saving never sends anything to a token.
     """
@@ -137,8 +145,11 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
     }
     """
 
+    # ctrl+s is a priority binding, so it saves with the focus in a text
+    # field, where `s` is a letter of the ticket number or the notes.
     BINDINGS = [
         Binding("s", "save", "Save", id="triage-save"),
+        Binding("ctrl+s", "save", "Save", priority=True, id="triage-save-anywhere"),
         Binding("n,escape", "cancel", "Cancel", id="triage-cancel"),
     ]
 
@@ -158,15 +169,14 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
                 yield _radio_set("triage-tap", TAP_CHOICES, initial.tap)
             with Horizontal(classes="triage-row"):
                 yield Static("Notes:", markup=False)
-                yield Input(initial.free_text, id="triage-notes", compact=True, max_length=NOTES_MAX_LENGTH,
-                            placeholder="free text, no PIN")
+                yield FieldInput(initial.free_text, id="triage-notes", compact=True, max_length=NOTES_MAX_LENGTH,
+                                 placeholder="free text, no PIN", enter_focus="#triage-ticket")
             with Horizontal(classes="triage-row"):
                 yield Static("Ticket:", markup=False)
-                yield Input(initial.ticket, id="triage-ticket", compact=True, max_length=TICKET_MAX_LENGTH,
-                            restrict=r"[ -~]*", placeholder="ticket number, e.g. INC-4711")
+                yield FieldInput(initial.ticket, id="triage-ticket", compact=True, max_length=TICKET_MAX_LENGTH,
+                                 restrict=r"[ -~]*", placeholder="ticket number, e.g. INC-4711")
             yield Static("", id="modal-error", classes="modal-error", markup=False)
-            yield Static("Arrows, Enter/Space choose, Tab next field   [s] Save   [n] Cancel",
-                         classes="modal-keys", markup=False)
+            yield Static(TRIAGE_KEYS, classes="modal-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(".modal-dialog").border_title = "Step 0: what was the user doing?"
@@ -189,8 +199,8 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
             trying=trying,
             saw=saw,
             tap=tap,
-            free_text=self.query_one("#triage-notes", Input).value.strip(),
-            ticket=self.query_one("#triage-ticket", Input).value.strip(),
+            free_text=self.query_one("#triage-notes", FieldInput).value.strip(),
+            ticket=self.query_one("#triage-ticket", FieldInput).value.strip(),
         )
 
     def _show_tap_question(self) -> None:
@@ -202,15 +212,6 @@ class TriageScreen(ModalScreen[TriageAnswers | None]):
     def _choice_changed(self) -> None:
         self._show_tap_question()
         self.query_one("#modal-error", Static).update("")
-
-    @on(Input.Submitted)
-    def _field_submitted(self, event: Input.Submitted) -> None:
-        # Enter moves on from a text field; after the ticket it leaves the
-        # fields so `s` and `n` reach the screen instead of the input.
-        if event.input.id == "triage-notes":
-            self.query_one("#triage-ticket", Input).focus()
-        else:
-            self.set_focus(None)
 
     # --- keys ----------------------------------------------------------------
 

@@ -7,7 +7,9 @@ panel texts are `rich.text.Text` or go into a Static built with
 brackets would otherwise be read as Rich markup and vanish.
 
 The marked toggles (`MarkedRadioButton`, `MarkedCheckbox`) are shared by the
-modals: they draw their state as characters for the same reason.
+modals: they draw their state as characters for the same reason. So is
+`FieldInput`, a text field that Enter leaves at once, so a letter key typed
+right after Enter reaches the screen instead of the field.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from rich.console import Console, ConsoleOptions
 from rich.measure import Measurement
 from rich.segment import Segment
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.geometry import Size
-from textual.widgets import Checkbox, OptionList, RadioButton, RichLog, Static
+from textual.widgets import Checkbox, Input, OptionList, RadioButton, RichLog, Static
 from textual.widgets.option_list import Option
 
 from tui.model import ScanResult, Source, TokenScan
@@ -565,3 +568,37 @@ class MarkedCheckbox(Checkbox):
     def get_content_width(self, container: Size, viewport: Size) -> int:
         """Return the width of the mark, the label and the space either side of it."""
         return _marked_width(self, self.MARK_OFF)
+
+
+# --- text fields that Enter leaves ----------------------------------------------
+
+
+class FieldInput(Input):
+    """A text field that Enter leaves on arrival, passing on the keys typed after it.
+
+    Textual queues each key on the widget focused when the key arrived, and
+    Input's Enter binding runs only after the key has gone round the app. So
+    after "INC-4711", Enter, s typed quickly, a plain Input took the s as
+    text. Here Enter moves the focus on before anything else (to
+    `enter_focus`, a selector on the same screen, or to nothing), then posts
+    `Input.Submitted`. A key that reaches the field after it lost the focus is
+    posted to the app again, with its character, so the screen's binding or
+    the newly focused field gets it.
+    """
+
+    def __init__(self, *args, enter_focus: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.enter_focus = enter_focus
+
+    async def _on_key(self, event: events.Key) -> None:
+        # Textual calls Input's own key handler after this one unless the default is prevented.
+        if self.screen.focused is not self:
+            event.stop()
+            event.prevent_default()
+            self.app.post_message(events.Key(event.key, event.character))
+        elif event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            target = self.screen.query_one(self.enter_focus) if self.enter_focus else None
+            self.screen.set_focus(target)
+            await self.action_submit()
