@@ -474,3 +474,38 @@ async def test_served_lab_key_audited_as_lab(make_app):
         assert len(records) == 1
         assert records[0].token_id == "cplc:1AB07E575A17C0DE0001"
         assert records[0].lab is True
+
+
+async def test_served_lab_key_banner_follows_scan(make_app):
+    # A lab key served through pcscd, then a rescan that finds only hardware.
+    served = make_token(0, token_id="cplc:1AB07E575A17C0DE0001")
+    served.is_lab = True
+    scanner = FakeScanner([make_scan(served), make_scan(make_token())])
+    app = make_app(scanner)
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        banner = app.main_screen.query_one("#lab-banner")
+
+        assert str(banner.render()).strip() == "LAB KEY"
+        assert banner.region.width == len(" LAB KEY ")
+        assert banner.region.x < app.main_screen.query_one("#vault-state").region.x
+
+        await pilot.press("r")
+        await settle(app, pilot)
+
+        assert scanner.calls == 2
+        assert not app.main_screen.query("#lab-banner")
+
+
+async def test_lab_run_keeps_one_banner(make_app):
+    scanner = FakeScanner([make_scan(make_token())])
+    scanner.results[0].tokens[0].is_lab = True
+    app = make_app(scanner, lab_scenario="healthy")
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        banners = app.main_screen.query("#lab-banner")
+
+        assert len(banners) == 1
+        assert str(banners.first().render()).strip() == "LAB healthy"

@@ -285,6 +285,7 @@ class KeytriageApp(SmallTerminalGuard, RecoveryFeature, EscrowFeature, FidoFeatu
         self.scan_result = message.result
         # Before any feature writes a record about a served lab key, so the record says lab: true.
         self.session.note_scan(message.result.tokens)
+        self.main_screen.query_one(HeaderBar).show_lab_key(any(token.is_lab for token in message.result.tokens))
         self._show_state(f"Scanned {self.clock():%H:%M:%S}")
         count = len(message.result.tokens)
         self.activity.add(f"Scan finished: {count} token{'s' if count != 1 else ''}, {message.result.apdu_count} APDUs")

@@ -50,6 +50,10 @@ def lab_banner_text(scenario: str) -> str:
     return f" LAB {scenario} "
 
 
+# The header's banner while the last scan found a lab key served through pcscd.
+LAB_KEY_BANNER = " LAB KEY "
+
+
 def token_key(token: TokenScan) -> str:
     """Return the key that identifies `token` across rescans: its ID, else its reader."""
     return str(token.token_id) if token.token_id is not None else f"reader:{token.reader}"
@@ -321,6 +325,21 @@ class HeaderBar(Horizontal):
     def set_vault(self, text: str) -> None:
         """Show the Vault state in words, e.g. "Vault: ok (writer, 52m)" or "Vault: sealed"."""
         self.query_one("#vault-state", Static).update(text)
+
+    def show_lab_key(self, present: bool) -> None:
+        """Show the LAB KEY banner while the last scan found a lab key, and remove it once a scan finds none.
+
+        A lab key served through pcscd (`keytriage lab serve`) looks like
+        hardware to this session. The in-process lab run already shows its
+        permanent "LAB <scenario>" banner, so it gets no second one.
+        """
+        if self.lab_scenario is not None:
+            return
+        banners = self.query("#lab-banner")
+        if present and not banners:
+            self.mount(Static(LAB_KEY_BANNER, id="lab-banner", markup=False), after="#title")
+        elif not present:
+            banners.remove()
 
 
 class TokenList(OptionList):
