@@ -111,6 +111,18 @@ def test_wrong_confirmation_stays_in_intro():
     assert wizard.confirm("ab12", Presence(("R1",))) is ResetStep.WAIT_REMOVE
 
 
+def test_hold_keeps_wizard_unarmed():
+    wizard = ResetWizard(token_label="lab key", token_id="cplc:AB12", reader="R1", clock=FakeClock())
+    assert wizard.hold("Escrow unavailable: Vault is sealed.") is ResetStep.INTRO
+    assert wizard.message == "Escrow unavailable: Vault is sealed."
+    assert wizard.pending_action is ResetAction.NONE
+
+    # Once armed, a late hold changes nothing.
+    wizard.confirm("RESET", Presence(("R1",)))
+    assert wizard.hold("too late") is ResetStep.WAIT_REMOVE
+    assert "too late" not in wizard.message
+
+
 def test_no_id_needs_typed_id():
     wizard = ResetWizard(token_label="lab key", token_id=None, reader="R1", clock=FakeClock())
     assert wizard.confirm("RESET", Presence(("R1",))) is ResetStep.INTRO

@@ -208,7 +208,8 @@ async def test_wizard_end_to_end_with_lab_controls():
         assert not lab.authenticator.pin_is_set
         assert lab.authenticator.credentials == []
         events = [event for event in lab.app.session.events if event.kind == "fido-reset"]
-        assert events[0].user_actions == ["re-register the key with every relying party"]
+        assert events[0].user_actions[0] == "re-register the key with every relying party"
+        assert "FIDO PIN not set" in events[0].user_actions[1]
         assert "[p] type a new FIDO PIN" in text(screen, "#wizard-keys")
 
         await pilot.press("g")
@@ -221,10 +222,107 @@ async def test_wizard_end_to_end_with_lab_controls():
         assert lab.authenticator.pin_hash == __import__("hashlib").sha256(value.reveal_text().encode()).digest()[:16]
         await pilot.press("d")
         await wait_until(pilot, lambda: pilot.app.screen is screen, "the wizard again")
+        # The key reports its new FIDO PIN, so the ticket drops the no-PIN to-do.
+        await settle(pilot)
+        assert events[0].user_actions == ["re-register the key with every relying party"]
 
         # The hidden confirmation field must not take the focus back and swallow b.
         await pilot.press("b")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, FidoScreen), "the FIDO screen")
+
+
+def without_escrow(app) -> None:
+    """Give the running app an escrow context without a store, as when no Vault address is configured."""
+    context = EscrowContext(None, label="Vault", unavailable_reason="no Vault address is configured")
+    app.escrow_context = context
+    app.session.escrow = context
+
+
+async def confirm_reset(pilot, before_typing=None) -> ResetWizardScreen:
+    """Open the wizard, type RESET and press y. Return the screen once the wizard is armed or was held.
+
+    `before_typing(screen)` runs on the confirmation page before anything is typed.
+    """
+    await pilot.press("w")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ResetWizardScreen), "the reset wizard")
+    screen = pilot.app.screen
+    if before_typing is not None:
+        before_typing(screen)
+    for char in "RESET":
+        await pilot.press(char)
+    await pilot.press("enter")
+    await pilot.press("y")
+    await wait_until(pilot, lambda: screen.wizard.step is not ResetStep.INTRO or "not started" in screen.wizard.message,
+                     "the arming or its refusal")
+    await settle(pilot)
+    return screen
+
+
+async def test_wizard_needs_escrow_before_reset():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        without_escrow(lab.app)
+        screen = await confirm_reset(pilot)
+        message = text(screen, "#wizard-message")
+
+        assert screen.wizard.step is ResetStep.INTRO
+        assert "no Vault address is configured" in message
+        assert "FIDO reset was not started" in message
+        assert "l on the main screen" in message
+        # The key never left the reader and no reset reached it.
+        await pilot.press("x", "i")
+        await settle(pilot)
+        assert screen.wizard.step is ResetStep.INTRO
+        assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
+        assert lab.authenticator.pin_retries == 0
+
+
+async def test_wizard_rechecks_expired_vault_token():
+    from tui.escrow.errors import VaultTokenError
+
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        # The status read at start-up is ok, but the token expires before the reset.
+        assert lab.app.session.escrow.status.usable
+        lab.store.fail_next("token_info", VaultTokenError("The Vault token has expired (HTTP 403). Press l to log in again."))
+        screen = await confirm_reset(pilot)
+
+        assert screen.wizard.step is ResetStep.INTRO
+        assert "The Vault token has expired" in text(screen, "#wizard-message")
+        assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
+
+
+async def test_wizard_user_sets_pin_without_escrow():
+    from tui.ticket import ticket_text
+
+    settings = SiteSettings.from_dict({}, raw={"site": {"fido_pin_set_by_user": True}})
+    lab = LabSetup("fido-blocked", settings)
+    prompts = []
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await open_fido(pilot)
+        without_escrow(lab.app)
+        screen = await confirm_reset(pilot, before_typing=lambda wizard_screen: prompts.append(
+            text(wizard_screen, "#wizard-prompt")))
+        assert "the user sets it at the first registration" in prompts[0]
+        wizard = screen.wizard
+        assert wizard.step is ResetStep.WAIT_REMOVE
+        await pilot.press("x")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await pilot.press("i")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
+        await settle(pilot)
+
+        assert not lab.authenticator.pin_is_set
+        assert screen.check_action("new_pin", (True,)) is False
+        assert "first registration" in text(screen, "#wizard-keys")
+        reset = next(event for event in lab.app.session.events if event.kind == "fido-reset")
+        assert any("first registration" in action for action in reset.user_actions)
+        ticket = " ".join(ticket_text(lab.app.session, lab.app.scan_result, lab.app.selected_token()).split())
+        assert "Set a FIDO PIN at the first registration" in ticket
 
 
 async def test_wizard_shows_too_late_refusal():

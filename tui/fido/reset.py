@@ -260,6 +260,13 @@ class ResetWizard:
                 self._enter_wait_insert(presence)
             return self.step
 
+    def hold(self, reason: str) -> ResetStep:
+        """Stay unarmed and show `reason`: a precondition outside the key failed, so the technician fixes it and confirms again."""
+        with self._lock:
+            if self.step in (ResetStep.INTRO, ResetStep.REFUSED):
+                self.message = reason
+            return self.step
+
     def presence(self, presence: Presence) -> ResetStep:
         """Take a presence snapshot: notice the removal, then the re-insertion."""
         with self._lock:

@@ -35,6 +35,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
 
 NO_FIDO_DEVICE = ("No FIDO authenticator is reachable on this token (USB HID or PC/SC). "
                   "Read the FIDO state again; it says why.")
+# The ticket's user to-do after a reset, until the key reports a FIDO PIN again.
+NO_PIN_USER_SETS = "Set a FIDO PIN at the first registration: the FIDO reset left the key without one"
+NO_PIN_HELP_DESK_SETS = ("FIDO PIN not set since the FIDO reset: the help desk sets one (keytriage FIDO screen, p) "
+                         "once escrow is available")
 
 
 class FidoFeature:
@@ -57,6 +61,10 @@ class FidoFeature:
     def _fido_states(self) -> dict[str, FidoState]:
         # The mixin has no __init__ of its own, so its state lives in the instance dict on first use.
         return self.__dict__.setdefault("_fido_state_cache", {})
+
+    def _fido_no_pin_events(self) -> dict[str, Any]:
+        # Token key -> the reset event whose user to-do states that the key has no FIDO PIN.
+        return self.__dict__.setdefault("_fido_no_pin_event_by_key", {})
 
     def fido_token(self, key: str) -> Any:
         """Return the token of the last scan with `key` (its ID, or "reader:<name>"), or None."""
@@ -132,7 +140,16 @@ class FidoFeature:
         state = await self.fido_call(self._fido_read_job, token.reader)
         self._fido_states()[key] = state
         self.activity.add(f"FIDO state of {key}: {state.pin.text()} (read without a PIN)")
+        if state.client_pin_option:
+            self._fido_clear_no_pin_todo(key)
         return state
+
+    def _fido_clear_no_pin_todo(self, key: str) -> None:
+        # The key reports a FIDO PIN again, so the ticket must no longer ask for one.
+        event = self._fido_no_pin_events().pop(key, None)
+        if event is not None:
+            event.user_actions[:] = [action for action in event.user_actions
+                                     if action not in (NO_PIN_USER_SETS, NO_PIN_HELP_DESK_SETS)]
 
     def _fido_list_job(self, key: str, reader: str, pin: Secret, state: FidoState, override: bool) -> PinAttemptResult:
         from tui.fido.actions import FidoActionError, list_credentials
@@ -258,6 +275,32 @@ class FidoFeature:
 
     # -- the reset wizard -------------------------------------------------------------
 
+    async def fido_reset_escrow_refusal(self) -> str | None:
+        """Return why the reset wizard must not arm, or None when it may.
+
+        A reset erases the FIDO PIN, and keytriage sets a new one only
+        through escrow. So unless the site lets the user set the FIDO PIN
+        (`[site] fido_pin_set_by_user = true`), the reset waits until escrow
+        can take the new PIN. The Vault status is checked again in a thread,
+        because the token may have expired since the last check.
+        """
+        from tui.escrow.context import EscrowContext
+        from tui.fido.actions import site_lets_user_set_pin
+
+        if site_lets_user_set_pin(self.settings):
+            return None
+        await self.escrow_wait_ready()
+        context = self.session.escrow
+        # A context without a flow keeps its reason (not configured, invalid settings), so Vault is not asked.
+        if isinstance(context, EscrowContext) and context.flow is not None:
+            await asyncio.to_thread(context.refresh_status)
+        refusal = await self._escrow_refusal()
+        if refusal is None:
+            return None
+        return (f"{refusal} The FIDO reset was not started, because it erases the FIDO PIN and keytriage could not "
+                "escrow a new one. Log in to Vault with l on the main screen (or configure Vault), then confirm "
+                "again. Nothing was sent to the key.")
+
     def fido_reset_runner(self, wizard: ResetWizard, *, on_change: Callable[[], None]) -> ResetRunner:
         """Return the runner that does the wizard's device work with this app's backend."""
         from tui.fido.reset import ResetRunner
@@ -325,12 +368,21 @@ class FidoFeature:
         await self.fido_call(getattr(backend, command), reader)
 
     def fido_reset_done(self, key: str, wizard: ResetWizard) -> None:
-        """Record a completed FIDO reset in the session and read the state again."""
+        """Record a completed FIDO reset in the session and read the state again.
+
+        The event carries a user to-do stating that the key has no FIDO PIN,
+        until a re-read shows that one was set (see `fido_reread`).
+        """
+        from tui.fido.actions import site_lets_user_set_pin
+
         self._fido_states().pop(key, None)
         method = wizard.identity.method if wizard.identity else "unknown"
-        self.session.add_event(kind="fido-reset", token_id=key, applet="FIDO", resolved_by="FIDO reset",
-                               summary=f"FIDO reset: every FIDO credential and the FIDO PIN erased (key confirmed by {method}).",
-                               user_actions=["re-register the key with every relying party"])
+        no_pin = NO_PIN_USER_SETS if site_lets_user_set_pin(self.settings) else NO_PIN_HELP_DESK_SETS
+        event = self.session.add_event(
+            kind="fido-reset", token_id=key, applet="FIDO", resolved_by="FIDO reset",
+            summary=f"FIDO reset: every FIDO credential and the FIDO PIN erased (key confirmed by {method}).",
+            user_actions=["re-register the key with every relying party", no_pin])
+        self._fido_no_pin_events()[key] = event
         self.run_worker(self._fido_reread_quietly(key), group="fido", exit_on_error=False)
 
     def fido_reset_cancelled(self, key: str, wizard: ResetWizard) -> None:

@@ -26,6 +26,7 @@ from tui.fido.actions import (
     PinAttemptResult,
     pin_attempts,
     refusal_for_state,
+    site_lets_user_set_pin,
     validate_fido_pin,
 )
 from tui.fido.reset import WIPE_TEXT, ResetAction, ResetRunner, ResetStep, ResetWizard, reset_window_for
@@ -64,6 +65,9 @@ WIZARD_LAB_ACTIONS = frozenset({"lab_remove", "lab_insert", "lab_touch"})
 READ_ONLY_FIDO = ("read-only mode: the credential list (spends a FIDO PIN try), the reset wizard and a new FIDO PIN "
                   "are disabled ([site] read_only = true).")
 READ_ONLY_WIZARD = "read-only mode: the FIDO reset and a new FIDO PIN are disabled ([site] read_only = true)."
+USER_SETS_PIN = ("Site policy (fido_pin_set_by_user): keytriage sets no FIDO PIN after the reset; "
+                 "the user sets it at the first registration.")
+CHECKING_ESCROW = "Checking that escrow can take a new FIDO PIN after the reset... Nothing was sent."
 
 
 def is_read_only(app: Any) -> bool:
@@ -439,6 +443,7 @@ class ResetWizardScreen(Screen):
         self.buttons: list[Any] = []
         self._recorded = False
         self._pin_flow_running = False
+        self._arming = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="wizard-title", classes="fido-title", markup=False)
@@ -487,6 +492,8 @@ class ResetWizardScreen(Screen):
             field.disabled = not shown
         prompt = (f"Type {wizard.confirmation_hint}" + (" and the ID printed on the key" if wizard.token_id is None else "")
                   + ", press Enter, then y.") if intro else ""
+        if intro and self._user_sets_pin():
+            prompt += f"\n{USER_SETS_PIN}"
         self.query_one("#wizard-prompt", Static).update(prompt)
         self.query_one("#wizard-message", Static).update(self._message_text())
         self.query_one("#wizard-countdown", Static).update(self._countdown_text())
@@ -534,6 +541,8 @@ class ResetWizardScreen(Screen):
         if step in (ResetStep.SENDING, ResetStep.WAIT_TOUCH):
             return "[c] cancel (asks the key to stop)"
         if step is ResetStep.DONE:
+            if self._user_sets_pin():
+                return "[b] back (the user sets the FIDO PIN at the first registration)"
             if is_read_only(self.app):
                 return "[b] back"
             return "[p] type a new FIDO PIN   [g] generate one   [b] back"
@@ -574,9 +583,17 @@ class ResetWizardScreen(Screen):
         # Enter leaves the field, so y reaches the screen.
         self.set_focus(None)
 
+    def _user_sets_pin(self) -> bool:
+        return site_lets_user_set_pin(self.app.settings)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Allow only the keys of the current step, the LAB keys only on the lab key, and no write key in read-only mode."""
+        """Allow only the keys of the current step, the LAB keys only on the lab key, and no write key in read-only mode.
+
+        When the site lets the user set the FIDO PIN, the new-PIN keys are hidden too.
+        """
         if action in WIZARD_WRITE_ACTIONS and is_read_only(self.app):
+            return False
+        if action == "new_pin" and self._user_sets_pin():
             return False
         if action in WIZARD_LAB_ACTIONS:
             return self.app.session.is_lab
@@ -596,17 +613,29 @@ class ResetWizardScreen(Screen):
             return
         if self.wizard.step not in (ResetStep.INTRO, ResetStep.REFUSED):
             return
+        if self._arming:
+            return
         typed = self.query_one("#wizard-confirmation", Input).value
         typed_id = self.query_one("#wizard-typed-id", Input).value or None
+        self._arming = True
         self._arm_worker(typed, typed_id)
 
     @work(group="fido-wizard", exit_on_error=False)
     async def _arm_worker(self, typed: str, typed_id: str | None) -> None:
+        # Escrow first: a reset that no new FIDO PIN can follow must not start.
         try:
+            self.query_one("#wizard-message", Static).update(CHECKING_ESCROW)
+            refusal = await self.app.fido_reset_escrow_refusal()
+            if refusal is not None:
+                self.wizard.hold(refusal)
+                self.app.activity.add(f"FIDO reset not started: {refusal}")
+                return
             await self.app.fido_call(self.runner.arm, typed, typed_id=typed_id)
         except KeytriageError as error:
-            self.query_one("#wizard-message", Static).update(f"Reading the readers failed: {error}")
-        self.refresh_view()
+            self.wizard.hold(f"Reading the readers failed: {error}. Nothing was sent.")
+        finally:
+            self._arming = False
+            self.refresh_view()
 
     def action_cancel(self) -> None:
         """Cancel the reset; while the key waits for a touch, ask it to stop."""
