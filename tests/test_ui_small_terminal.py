@@ -8,7 +8,7 @@ from textual.widgets import Input
 from conftest import FakeScanner, fixed_clock, make_scan, make_token
 from tui.settings import SiteSettings
 from tui.ui.app import KeytriageApp
-from tui.ui.modals import ErrorModal, SecretPromptModal
+from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal
 from tui.ui.otp_screens import ExternalAuthScreen
 from tui.ui.screens import HelpScreen
 from tui.ui.small_terminal import SizeCover, too_small
@@ -175,3 +175,64 @@ async def test_help_cover_removed_when_shown_again(make_app):
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         assert cover_text(app.screen) is None
+
+
+async def wait_until(pilot, condition, what: str, timeout: float = 15.0) -> None:
+    """Let the app run until `condition()` holds; fail naming `what` otherwise."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def start_fido_reset(pilot):
+    """Open the FIDO screen and start the reset wizard up to its removal step; return the wizard screen."""
+    from tui.fido.reset import ResetStep
+    from tui.ui.fido_screens import FidoScreen, ResetWizardScreen
+
+    app = pilot.app
+    await settle(app, pilot)
+    await pilot.press("f")
+    await wait_until(pilot, lambda: isinstance(app.screen, FidoScreen) and not app.screen.busy, "the FIDO screen")
+    await pilot.press("w")
+    await wait_until(pilot, lambda: isinstance(app.screen, ResetWizardScreen), "the reset wizard")
+    wizard_screen = app.screen
+    await pilot.press(*"RESET", "enter", "y")
+    await wait_until(pilot, lambda: wizard_screen.wizard.step is ResetStep.WAIT_REMOVE, "the removal step")
+    return wizard_screen
+
+
+async def test_covered_quit_question_explained():
+    app = lab_app("fido-blocked")
+    async with app.run_test(size=FULL) as pilot:
+        wizard_screen = await start_fido_reset(pilot)
+
+        await resize(pilot, SMALL)
+        assert cover_text(wizard_screen).endswith("Enlarge the terminal, or press q to quit.")
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the quit question")
+        await pilot.pause()
+        question = app.screen
+
+        assert app.is_running
+        assert cover_text(question) == ("keytriage needs 80x24, has 70x20. Quitting needs an answer: "
+                                        "enlarge the terminal to 80x24 to answer it.")
+
+        # Another q neither quits nor stacks a second question under the cover.
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running
+        assert app.screen is question
+        assert sum(isinstance(screen, ConfirmModal) for screen in app.screen_stack) == 1
+
+        # Enlarged, the question shows and n goes back to the wizard, whose reset goes on.
+        await resize(pilot, FULL)
+        assert cover_text(question) is None
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.screen is wizard_screen, "the wizard again")
+        assert wizard_screen.wizard.step.name == "WAIT_REMOVE"
+
