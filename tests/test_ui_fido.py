@@ -231,6 +231,86 @@ async def test_wizard_end_to_end_with_lab_controls():
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, FidoScreen), "the FIDO screen")
 
 
+def main_fido_line(app) -> str:
+    """Return the main screen's line about the FIDO PIN of the selected token."""
+    from textual.widgets import Static
+
+    lines = [line for widget in app.main_screen.query(Static) for line in str(widget.render()).splitlines()]
+    return next((line.strip() for line in lines if "FIDO PIN" in line), "")
+
+
+async def test_main_screen_rescans_after_reset_and_pin():
+    lab = LabSetup("fido-blocked")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert "BLOCKED (reset only)" in main_fido_line(lab.app)
+        scans_before = lab.app.scan_count
+        await open_fido(pilot)
+        screen = await start_wizard(pilot)
+        wizard = screen.wizard
+        await pilot.press("x")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await pilot.press("i")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
+        await settle(pilot)
+        await pilot.press("g")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ShowOnceModal), "the new PIN")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, "the wizard again")
+        await settle(pilot)
+
+        # No rescan while the FIDO screens are open; one on the way back, without r.
+        assert lab.app.scan_count == scans_before
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, FidoScreen), "the FIDO screen")
+        await pilot.press("b")
+        await wait_until(pilot, lambda: lab.app.scan_count == scans_before + 1 and not lab.app.scanning, "the rescan")
+        await settle(pilot)
+
+        line = main_fido_line(lab.app)
+        assert "BLOCKED" not in line
+        assert "8/8 ok" in line
+
+
+async def test_rescan_waits_for_running_scan():
+    lab = LabSetup("fido-healthy")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = await open_fido(pilot)
+        await pilot.press("l")
+        await type_secret(pilot, "000000")
+        await wait_until(pilot, lambda: screen.attempt is not None and not screen.busy, "the wrong-PIN result")
+        scans_before = lab.app.scan_count
+
+        # A scan that started before the FIDO change is still running when the screen closes.
+        lab.app.scanning = True
+        await pilot.press("b")
+        await settle(pilot)
+        assert lab.app.scan_count == scans_before
+
+        lab.app.scanning = False
+        lab.app.action_rescan()
+        await wait_until(pilot, lambda: lab.app.scan_count == scans_before + 2 and not lab.app.scanning,
+                         "the rescan after the running one")
+        await settle(pilot)
+        assert "7/8 ok" in main_fido_line(lab.app)
+
+
+async def test_main_screen_no_rescan_without_change():
+    lab = LabSetup("fido-healthy")
+    async with lab.app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        scans_before = lab.app.scan_count
+        await open_fido(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+
+        assert pilot.app.screen is lab.app.main_screen
+        assert lab.app.scan_count == scans_before
+
+
 def without_escrow(app) -> None:
     """Give the running app an escrow context without a store, as when no Vault address is configured."""
     context = EscrowContext(None, label="Vault", unavailable_reason="no Vault address is configured")

@@ -62,6 +62,10 @@ class FidoFeature:
         # The mixin has no __init__ of its own, so its state lives in the instance dict on first use.
         return self.__dict__.setdefault("_fido_state_cache", {})
 
+    def _fido_changed_keys(self) -> set[str]:
+        # Tokens whose FIDO state changed since the last scan (reset, new PIN, PIN sent).
+        return self.__dict__.setdefault("_fido_changed_key_set", set())
+
     def _fido_no_pin_events(self) -> dict[str, Any]:
         # Token key -> the reset event whose user to-do states that the key has no FIDO PIN.
         return self.__dict__.setdefault("_fido_no_pin_event_by_key", {})
@@ -86,7 +90,7 @@ class FidoFeature:
         return token.fido if token is not None and isinstance(token.fido, FidoState) else None
 
     def feature_after_scan(self, result: Any) -> None:
-        """Drop re-read FIDO states once a scan carries a newer one."""
+        """Drop re-read FIDO states once a scan carries a newer one, and run a rescan left waiting for this one."""
         from tui.fido.state import FidoState
         from tui.ui.widgets import token_key
 
@@ -94,6 +98,26 @@ class FidoFeature:
         for token in result.tokens:
             if isinstance(token.fido, FidoState):
                 states.pop(token_key(token), None)
+        if self.__dict__.pop("_fido_rescan_waiting", False):
+            # The scan that just ended started before the FIDO change, so its result is stale.
+            self.action_rescan()
+
+    def fido_screen_closed(self, key: str) -> None:
+        """Rescan when the FIDO screen of token `key` closes after a change, so the main screen shows the new FIDO state.
+
+        A FIDO reset, a new FIDO PIN or a FIDO PIN attempt changes what the
+        main screen and the runbook show, like the PUK and admin-key fixes,
+        which rescan after their write. A scan already running started before
+        the change, so the rescan waits for it to end.
+        """
+        changed = self._fido_changed_keys()
+        if key not in changed:
+            return
+        changed.discard(key)
+        if self.scanning:
+            self.__dict__["_fido_rescan_waiting"] = True
+            return
+        self.action_rescan()
 
     # -- the screen ---------------------------------------------------------------
 
@@ -169,6 +193,8 @@ class FidoFeature:
         """Spend the FIDO PIN attempt on token `key` and list its credentials; record the finding."""
         token = self._fido_require_token(key)
         result = await self.fido_call(self._fido_list_job, key, token.reader, pin, state, override)
+        if result.pin_sent:
+            self._fido_changed_keys().add(key)
         if result.state is not None:
             self._fido_states()[key] = result.state
         summary = result.error.message if result.error is not None else result.message
@@ -233,6 +259,8 @@ class FidoFeature:
                 result = await self._fido_set_pin(key, token.reader, pin, flow,
                                                   result.conflict.current_version if result.conflict else None)
         say(result.message)
+        if result.sent:
+            self._fido_changed_keys().add(key)
         escrow = [f"{result.data_path} v{result.outcome_version or result.pending_version}"] if result.data_path else []
         self.session.add_event(kind="fido-pin-set", summary=result.words(), token_id=key, applet="FIDO", escrow_refs=escrow)
 
@@ -376,6 +404,7 @@ class FidoFeature:
         from tui.fido.actions import site_lets_user_set_pin
 
         self._fido_states().pop(key, None)
+        self._fido_changed_keys().add(key)
         method = wizard.identity.method if wizard.identity else "unknown"
         no_pin = NO_PIN_USER_SETS if site_lets_user_set_pin(self.settings) else NO_PIN_HELP_DESK_SETS
         event = self.session.add_event(

@@ -233,11 +233,12 @@ class FidoScreen(Screen):
         return True
 
     def action_back(self) -> None:
-        """Return to the main screen."""
+        """Return to the main screen, which rescans when the key's FIDO state changed here."""
         if self.busy:
             self.say("A FIDO operation is running; wait for it to finish.")
             return
         self.app.pop_screen()
+        self.app.fido_screen_closed(self.token_key)
 
     def action_reread(self) -> None:
         """Read the FIDO state again (getInfo and getPINRetries, no PIN)."""
