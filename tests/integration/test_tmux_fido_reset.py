@@ -115,6 +115,15 @@ def lab_env(pcscd, tmp_path) -> dict[str, str]:
     return env
 
 
+def let_user_set_pin(env: dict[str, str]) -> None:
+    """Write `[site] fido_pin_set_by_user = true` to the test's config file.
+
+    No Vault runs in these tests, so a new FIDO PIN cannot be escrowed and the
+    wizard stays unarmed unless the site lets the user set the PIN.
+    """
+    Path(env["KEYTRIAGE_CONFIG"]).write_text("[site]\nfido_pin_set_by_user = true\n")
+
+
 def start_tui(terminal: Tmux, env: dict[str, str]) -> None:
     """Start plain `keytriage` (the pcscd backend, no --lab) in the 80x24 session with the test's environment."""
     exports = " ".join(f"{name}={shlex.quote(env[name])}"
@@ -182,7 +191,36 @@ def audit_records(env: dict[str, str], operation: str) -> list[dict]:
     return [record for record in map(json.loads, lines) if record["operation"] == operation]
 
 
+def test_reset_waits_for_escrow(terminal, lab_env):
+    server = LabKeyServer(lab_env)
+    try:
+        server.start()
+        start_tui(terminal, lab_env)
+        terminal.wait_for("Scanned ", SCREEN_WAIT_S)
+        press(terminal, "f")
+        terminal.wait_for("FIDO2 of token", SCREEN_WAIT_S)
+        press(terminal, "w")
+        terminal.wait_for("1/4 Confirm the reset", SCREEN_WAIT_S)
+        type_text(terminal, "RESET")
+        press(terminal, "Enter")
+        terminal.wait_for("y Start reset", SCREEN_WAIT_S)
+        press(terminal, "y")
+        refused = terminal.wait_for("was not started", SCREEN_WAIT_S)
+        text = flowing_text(refused)
+
+        assert wizard_title(refused).endswith("1/4 Confirm the reset"), refused
+        assert "Escrow unavailable:" in text
+        assert "Log in to Vault with l on the main screen (or configure Vault)" in text
+    finally:
+        terminal.kill()
+        server.stop()
+
+    assert "is blinking" not in server.output
+    assert audit_records(lab_env, "fido-reset") == []
+
+
 def test_reset_too_late_after_insertion(terminal, lab_env):
+    let_user_set_pin(lab_env)
     server = LabKeyServer(lab_env, latency_ms=SLOW_KEY_LATENCY_MS)
     try:
         server.start()
@@ -223,6 +261,7 @@ def test_reset_too_late_after_insertion(terminal, lab_env):
 
 
 def test_reset_done_after_lab_touch(terminal, lab_env):
+    let_user_set_pin(lab_env)
     server = LabKeyServer(lab_env)
     try:
         server.start()
