@@ -20,7 +20,7 @@ from tui.lab.soft_fido import CMD_RESET, PIN_GET_TOKEN_LEGACY, PIN_GET_TOKEN_WIT
 from tui.session import Session
 from tui.settings import SiteSettings
 from tui.ui.app import KeytriageApp
-from tui.ui.fido_screens import FidoScreen, ResetWizardScreen
+from tui.ui.fido_screens import STEP_TITLES, FidoScreen, ResetWizardScreen
 from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal, ShowOnceModal
 
 HEALTHY_PIN = "975310"
@@ -154,6 +154,18 @@ async def test_blocked_key_gets_no_pin_prompt():
         assert lab.pins_sent() == 0
 
 
+def view_caught_up(pilot) -> bool:
+    """Return True when the wizard on screen shows its current step.
+
+    The step changes on the device thread before the screen has handled the
+    message that redraws it, so a test that reads the screen waits for both.
+    """
+    screen = pilot.app.screen
+    if not isinstance(screen, ResetWizardScreen) or screen.wizard is None:
+        return True
+    return STEP_TITLES[screen.wizard.step] in text(screen, "#wizard-title")
+
+
 async def start_wizard(pilot) -> ResetWizardScreen:
     await pilot.press("w")
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, ResetWizardScreen), "the reset wizard")
@@ -162,7 +174,7 @@ async def start_wizard(pilot) -> ResetWizardScreen:
         await pilot.press(char)
     await pilot.press("enter")
     await pilot.press("y")
-    await wait_until(pilot, lambda: wizard_screen.wizard.step is ResetStep.WAIT_REMOVE, "the removal step")
+    await wait_until(pilot, lambda: wizard_screen.wizard.step is ResetStep.WAIT_REMOVE and view_caught_up(pilot), "the removal step")
     return wizard_screen
 
 
@@ -181,7 +193,7 @@ async def test_wizard_y_right_after_enter_reaches_the_screen():
             event = events.Key(key, char)
             event.set_sender(pilot.app)
             pilot.app._driver.send_message(event)
-        await wait_until(pilot, lambda: wizard_screen.wizard.step is ResetStep.WAIT_REMOVE, "the removal step")
+        await wait_until(pilot, lambda: wizard_screen.wizard.step is ResetStep.WAIT_REMOVE and view_caught_up(pilot), "the removal step")
 
         assert wizard_screen.query_one("#wizard-confirmation").value == "RESET"
 
@@ -196,14 +208,14 @@ async def test_wizard_end_to_end_with_lab_controls():
         assert "LAB controls" in text(screen, "#wizard-lab")
 
         await pilot.press("x")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT and view_caught_up(pilot), "the insertion step")
         assert "within 5 s of insertion" in text(screen, "#wizard-countdown")
         await pilot.press("i")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH and view_caught_up(pilot), "the touch request")
         assert "TOUCH THE KEY" in text(screen, "#wizard-title")
         assert text(screen, "#wizard-countdown") == "Touch the key now (up to 30 s)."
         await pilot.press("t")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE and view_caught_up(pilot), "the finished reset")
 
         assert not lab.authenticator.pin_is_set
         assert lab.authenticator.credentials == []
@@ -249,11 +261,11 @@ async def test_main_screen_rescans_after_reset_and_pin():
         screen = await start_wizard(pilot)
         wizard = screen.wizard
         await pilot.press("x")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT and view_caught_up(pilot), "the insertion step")
         await pilot.press("i")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH and view_caught_up(pilot), "the touch request")
         await pilot.press("t")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE and view_caught_up(pilot), "the finished reset")
         await settle(pilot)
         await pilot.press("g")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, ShowOnceModal), "the new PIN")
@@ -389,11 +401,11 @@ async def test_wizard_user_sets_pin_without_escrow():
         wizard = screen.wizard
         assert wizard.step is ResetStep.WAIT_REMOVE
         await pilot.press("x")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT and view_caught_up(pilot), "the insertion step")
         await pilot.press("i")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH, "the touch request")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_TOUCH and view_caught_up(pilot), "the touch request")
         await pilot.press("t")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.DONE and view_caught_up(pilot), "the finished reset")
         await settle(pilot)
 
         assert not lab.authenticator.pin_is_set
@@ -412,9 +424,9 @@ async def test_wizard_shows_too_late_refusal():
         lab.authenticator.reset_window_s = -1  # the key refuses every reset as too late
         screen = await start_wizard(pilot)
         await pilot.press("x")
-        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT and view_caught_up(pilot), "the insertion step")
         await pilot.press("i")
-        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.FAILED, "the refusal")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.FAILED and view_caught_up(pilot), "the refusal")
 
         assert "Too late after insertion" in text(screen, "#wizard-message")
         assert screen.wizard.message == TOO_LATE_TEXT
@@ -442,9 +454,9 @@ async def test_wizard_says_window_closed_during_slow_check():
 
         screen.runner.identity_checker = slow_checker
         await pilot.press("x")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_INSERT and view_caught_up(pilot), "the insertion step")
         await pilot.press("i")
-        await wait_until(pilot, lambda: wizard.step is ResetStep.CHECKING, "the identity check")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.CHECKING and view_caught_up(pilot), "the identity check")
         await wait_until(pilot, lambda: "s left" in text(screen, "#wizard-countdown"), "the countdown")
 
         now[0] += wizard.window_s + 1
@@ -456,7 +468,7 @@ async def test_wizard_says_window_closed_during_slow_check():
         assert "sending the reset" not in text(screen, "#wizard-message")
 
         release.set()
-        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_REMOVE, "the refusal")
+        await wait_until(pilot, lambda: wizard.step is ResetStep.WAIT_REMOVE and view_caught_up(pilot), "the refusal")
         assert "Too late after insertion" in text(screen, "#wizard-message")
         assert not any(command == CMD_RESET for command, _ in lab.authenticator.requests)
 
@@ -467,7 +479,7 @@ async def test_wizard_cancel_before_send():
         await open_fido(pilot)
         screen = await start_wizard(pilot)
         await pilot.press("x")
-        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT and view_caught_up(pilot), "the insertion step")
         await pilot.press("c")
         assert screen.wizard.step is ResetStep.CANCELLED
         await pilot.press("i")
@@ -575,7 +587,7 @@ async def test_quit_during_reset_names_step():
         await open_fido(pilot)
         screen = await start_wizard(pilot)
         await pilot.press("x")
-        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT, "the insertion step")
+        await wait_until(pilot, lambda: screen.wizard.step is ResetStep.WAIT_INSERT and view_caught_up(pilot), "the insertion step")
         await pilot.press("q")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal), "the quit question")
         body = str(pilot.app.screen.query_one(".modal-body").render())
