@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from textual import events, on, work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -34,6 +34,7 @@ from tui.fido.state import AAGUID_NOTE, FidoPinState, FidoState
 from tui.model import Profile
 from tui.ui.keybar import KeyBar
 from tui.ui.modals import ConfirmModal, ErrorModal, SecretPromptModal
+from tui.ui.widgets import FieldInput
 
 log = logging.getLogger("keytriage.ui")
 
@@ -388,29 +389,6 @@ STEP_TITLES = {
 }
 
 
-class ConfirmationInput(Input):
-    """An input that leaves the focus on Enter and passes on the keys typed after it.
-
-    Textual queues each key on the widget focused when the key arrived, and
-    Input's Enter binding runs only after the key has gone round the app, so
-    after a quick "RESET", Enter, y the field used to take the y. Here Enter
-    is handled on arrival, and a key that reaches the field once it has lost
-    the focus goes back to the app, where the screen's y key gets it.
-    """
-
-    async def _on_key(self, event: events.Key) -> None:
-        # Textual calls Input's own handler after this one unless the default is prevented.
-        if self.screen.focused is not self:
-            event.stop()
-            event.prevent_default()
-            self.app.simulate_key(event.key)
-        elif event.key == "enter":
-            event.stop()
-            event.prevent_default()
-            self.screen.set_focus(None)
-            await self.action_submit()
-
-
 class ResetWizardScreen(Screen):
     """The guided FIDO reset; it advances only on the technician's confirmation and the key's insertion."""
 
@@ -451,8 +429,8 @@ class ResetWizardScreen(Screen):
         with Vertical(id="wizard-body", classes="fido-body"):
             yield Static(WIPE_TEXT, id="wizard-wipe", classes="fido-section", markup=False)
             yield Static("", id="wizard-prompt", markup=False)
-            yield ConfirmationInput(id="wizard-confirmation", placeholder="confirmation")
-            yield ConfirmationInput(id="wizard-typed-id", placeholder="printed ID")
+            yield FieldInput(id="wizard-confirmation", placeholder="confirmation")
+            yield FieldInput(id="wizard-typed-id", placeholder="printed ID")
             yield Static("", id="wizard-message", classes="fido-section", markup=False)
             yield Static("", id="wizard-countdown", classes="fido-status", markup=False)
         yield Static("", id="wizard-keys", classes="fido-keys", markup=False)

@@ -504,26 +504,38 @@ class ActivityLog(RichLog):
 # --- toggles that show their state in characters ----------------------------------
 
 
-def _render_marked(toggle: RadioButton | Checkbox, mark: str) -> Content:
-    button = Content.styled(mark, toggle.get_visual_style("toggle--button"))
-    label = toggle.label.pad(1, 1).stylize_before(toggle.get_visual_style("toggle--label"))
-    return Content.assemble(button, label)
+class MarkedToggle:
+    """Mixin of a Textual toggle button that draws its state as `MARK_ON` or `MARK_OFF`.
 
-
-def _marked_width(toggle: RadioButton | Checkbox, mark: str) -> int:
-    label_width = toggle.label.get_optimal_width(toggle.styles, 0)
-    return len(mark) + (2 + label_width if label_width else 0)
-
-
-class MarkedRadioButton(RadioButton):
-    """A radio button that shows its state in characters: "(*)" when chosen, "( )" when not.
-
-    Textual's `RadioButton` (8.2) draws the same dot in both states and
-    distinguishes them by colour only, which NO_COLOR and 16-colour terminals lose.
+    Textual's `RadioButton` and `Checkbox` (8.2) draw the same glyph in both
+    states and tell them apart by colour only, which NO_COLOR and 16-colour
+    terminals lose. The mark carries the state; colour and bold only repeat it.
     """
 
-    # The mark carries the state; colour and bold only repeat it. The class
-    # lifts these selectors above the specificity of RadioSet's own rules.
+    MARK_ON = ""
+    MARK_OFF = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_class("marked-toggle")
+
+    def render(self) -> Content:
+        """Render the mark, then the label, in the button's and the label's component styles."""
+        mark = self.MARK_ON if self.value else self.MARK_OFF
+        button = Content.styled(mark, self.get_visual_style("toggle--button"))
+        label = self.label.pad(1, 1).stylize_before(self.get_visual_style("toggle--label"))
+        return Content.assemble(button, label)
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        """Return the width of the mark, the label and the space either side of it."""
+        label_width = self.label.get_optimal_width(self.styles, 0)
+        return len(self.MARK_OFF) + (2 + label_width if label_width else 0)
+
+
+class MarkedRadioButton(MarkedToggle, RadioButton):
+    """A radio button that shows "(*)" when chosen and "( )" when not."""
+
+    # The class lifts these selectors above the specificity of RadioSet's own rules.
     DEFAULT_CSS = """
     MarkedRadioButton.marked-toggle > .toggle--button,
     RadioSet > MarkedRadioButton.marked-toggle > .toggle--button {
@@ -541,25 +553,9 @@ class MarkedRadioButton(RadioButton):
     MARK_ON = "(*)"
     MARK_OFF = "( )"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.add_class("marked-toggle")
 
-    def render(self) -> Content:
-        """Render the mark, then the label, in the button's and the label's component styles."""
-        return _render_marked(self, self.MARK_ON if self.value else self.MARK_OFF)
-
-    def get_content_width(self, container: Size, viewport: Size) -> int:
-        """Return the width of the mark, the label and the space either side of it."""
-        return _marked_width(self, self.MARK_OFF)
-
-
-class MarkedCheckbox(Checkbox):
-    """A checkbox that shows its state in characters: "[x]" when ticked, "[ ]" when not.
-
-    Textual's `Checkbox` (8.2) draws the same "X" in both states and
-    distinguishes them by colour only.
-    """
+class MarkedCheckbox(MarkedToggle, Checkbox):
+    """A checkbox that shows "[x]" when ticked and "[ ]" when not."""
 
     DEFAULT_CSS = """
     MarkedCheckbox.marked-toggle > .toggle--button {
@@ -575,18 +571,6 @@ class MarkedCheckbox(Checkbox):
 
     MARK_ON = "[x]"
     MARK_OFF = "[ ]"
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.add_class("marked-toggle")
-
-    def render(self) -> Content:
-        """Render the mark, then the label, in the button's and the label's component styles."""
-        return _render_marked(self, self.MARK_ON if self.value else self.MARK_OFF)
-
-    def get_content_width(self, container: Size, viewport: Size) -> int:
-        """Return the width of the mark, the label and the space either side of it."""
-        return _marked_width(self, self.MARK_OFF)
 
 
 # --- text fields that Enter leaves ----------------------------------------------
