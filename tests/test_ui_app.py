@@ -509,3 +509,35 @@ async def test_lab_run_keeps_one_banner(make_app):
 
         assert len(banners) == 1
         assert str(banners.first().render()).strip() == "LAB healthy"
+
+
+async def test_heap_frozen_once_after_first_good_scan(make_app, monkeypatch):
+    import tui.ui.app as app_module
+
+    frozen = []
+    monkeypatch.setattr(app_module, "freeze_startup_heap", lambda: frozen.append(True))
+    monkeypatch.setattr(app_module, "HEAP_FREEZE_DELAY_SECONDS", 0.01)
+    calls = []
+    good = make_scan(make_token())
+
+    def flaky_scan(backend, settings, *, observer=None):
+        calls.append(True)
+        if len(calls) == 1:
+            raise RuntimeError("reader busy")
+        return good
+
+    app = make_app(flaky_scan)
+    app.freeze_heap_after_first_scan = True
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert "Scan failed" in text_of(app, "#scan-state")
+        assert frozen == []
+
+        for _ in range(2):
+            await pilot.press("r")
+            await settle(app, pilot)
+            await pilot.pause(0.05)
+
+        assert len(calls) == 3
+        assert frozen == [True]

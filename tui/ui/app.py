@@ -293,7 +293,9 @@ class KeytriageApp(SmallTerminalGuard, RecoveryFeature, EscrowFeature, FidoFeatu
         self._sync_selection()
         self._refresh_panels()
         self.call_feature_hooks("feature_after_scan", message.result)
-        if self.scan_count == 1 and self.freeze_heap_after_first_scan:
+        if self.freeze_heap_after_first_scan:
+            # Once, after the first scan that succeeded (a failed one may precede it).
+            self.freeze_heap_after_first_scan = False
             self.set_timer(HEAP_FREEZE_DELAY_SECONDS, freeze_startup_heap, name="freeze-startup-heap")
 
     def call_feature_hooks(self, name: str, *args: Any) -> None:
