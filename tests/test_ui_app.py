@@ -541,3 +541,16 @@ async def test_heap_frozen_once_after_first_good_scan(make_app, monkeypatch):
 
         assert len(calls) == 3
         assert frozen == [True]
+
+
+async def test_help_explains_marks_and_tries(make_app):
+    app = make_app(FakeScanner([make_scan(make_token())]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        help_text = str(app.screen.query_one("#help-text").render())
+
+        assert "! done, found a problem" in help_text
+        assert "3/? means the maximum is not" in help_text
+        assert " 6a  Unlock the PIN with the admin key" in help_text
+        assert max(len(line) for line in help_text.splitlines()) <= 72

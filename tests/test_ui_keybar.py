@@ -158,3 +158,4 @@ async def test_wizard_bar_fits_every_step():
         await pilot.press("t")
         await wait_until(pilot, lambda: wizard.step is ResetStep.DONE, "the finished reset")
         await check("done")
+

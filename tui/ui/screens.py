@@ -14,7 +14,7 @@ from textual.widgets import Static
 
 from tui.ui.actions import all_actions, key_text
 from tui.ui.keybar import KeyBar
-from tui.ui.widgets import ActivityLog, HeaderBar, TokensPanel
+from tui.ui.widgets import MARK_DONE, MARK_NEXT, MARK_PROBLEM, MARK_STOP, ActivityLog, HeaderBar, TokensPanel
 
 MIN_WIDTH = 80
 MIN_HEIGHT = 24
@@ -70,11 +70,20 @@ RUNBOOK_SUMMARY = (
     ("4", "Verify the PIN the user claims, once."),
     ("5", "List the OTP slots without calculating HOTP codes."),
     ("6", "Reset the PIN with the PUK on file (new PIN escrowed first)."),
+    ("6a", "Unlock the PIN with the admin key on file (HID Crescendo)."),
     ("7", "Quick FIDO check: clientPin option of authenticatorGetInfo."),
     ("8", "FIDO PIN retries, then list credentials with the FIDO PIN."),
     ("9", "FIDO reset (destructive): the user re-registers everywhere."),
     ("10", "Full reprovision (destructive): new PIN and PUK, escrowed."),
     ("11", "External authentication check with the admin key on file."),
+)
+
+# What the Runbook and Counters panels' marks mean, for the help screen.
+RUNBOOK_LEGEND = (
+    f"Marks: {MARK_DONE} done, nothing wrong   {MARK_PROBLEM} done, found a problem   {MARK_NEXT} next step",
+    f"       {MARK_STOP} the runbook stops here   [v] the key that starts the step",
+    "Tries: 3/8 means 3 tries left of 8; 3/? means the maximum is not",
+    "       readable on this key.",
 )
 
 GROUND_RULES = (
@@ -182,6 +191,8 @@ class HelpScreen(Screen[None]):
         lines.append("")
         lines.append("Runbook:")
         lines += [f"{step:>3}  {text}" for step, text in RUNBOOK_SUMMARY]
+        lines.append("")
+        lines += RUNBOOK_LEGEND
         lines.append("")
         lines.append("Ground rules:")
         lines += GROUND_RULES
