@@ -78,7 +78,7 @@ RUNBOOK_SUMMARY = (
     ("11", "External authentication check with the admin key on file."),
 )
 
-# What the Runbook and Counters panels' marks mean, for the help screen.
+# The help screen's legend of the Runbook and Counters panels' marks.
 RUNBOOK_LEGEND = (
     f"Marks: {MARK_DONE} done, nothing wrong   {MARK_PROBLEM} done, found a problem   {MARK_NEXT} next step",
     f"       {MARK_STOP} the runbook stops here   [v] the key that starts the step",
@@ -203,7 +203,7 @@ class HelpScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         # The app installs one help screen and shows it again each time, so
-        # the text is rebuilt here: the screen below may have changed.
+        # the text is rebuilt here, because the screen below may have changed.
         self.query_one("#help-text", Static).update(Text("\n".join(self.help_lines())))
         scroll = self.query_one("#help-scroll", VerticalScroll)
         scroll.scroll_home(animate=False)
