@@ -22,6 +22,7 @@ def record(state=RecordState.PENDING):
 def test_lab_base_path():
     store = MemoryStore()
     assert store.data_path(TOKEN_ID, SecretKind.FIDO_PIN) == f"secret/data/lab/keytriage/tokens/{TOKEN_ID}/fido-pin"
+    assert store.kv_path(TOKEN_ID, SecretKind.FIDO_PIN) == f"secret/lab/keytriage/tokens/{TOKEN_ID}/fido-pin"
 
 
 def test_cas_semantics():

@@ -139,7 +139,9 @@ async def test_set_puk_escrowed_before_rescan():
         await run_set_puk_with_default(run, pilot)
         assert isinstance(app.screen, OutcomeModal)
         assert "applied" in app.screen.message
-        assert f"/v1/secret/data/{LAB_BASE}/{token_id}/piv-puk, version 2" in app.screen.message
+        assert f"secret/{LAB_BASE}/{token_id}/piv-puk (version 1, pending) before it was set" in app.screen.message
+        assert "recorded as applied in version 2" in app.screen.message
+        assert "/data/" not in app.screen.message
 
         await pilot.press("o")
         await settle(app, pilot)
@@ -152,6 +154,39 @@ async def test_set_puk_escrowed_before_rescan():
         assert run.lab_puk().matches(value.reveal_bytes())
         assert app.selected_token().smartcard.puk.is_default is False
         assert app.selected_token().smartcard.puk.remaining == 3
+
+
+async def test_set_puk_path_same_everywhere():
+    run = LabRun(YUBIKEY)
+    async with run.app.run_test(size=(80, 24)) as pilot:
+        app = run.app
+        await settle(app, pilot)
+        token_id = app.selected_token_id
+        path = f"secret/{LAB_BASE}/{token_id}/piv-puk"
+
+        await run_set_puk_with_default(run, pilot)
+        assert isinstance(app.screen, OutcomeModal)
+        shown = app.screen.message
+        await pilot.press("o")
+        await settle(app, pilot)
+
+        await pilot.press("h")
+        await until(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", "history view")
+        await settle(app, pilot)
+        history = str(app.screen.query_one("#text-view-body").render())
+        await pilot.press("o")
+        await settle(app, pilot)
+
+        await pilot.press("t")
+        await until(pilot, lambda: type(app.screen).__name__ == "TicketScreen", "ticket")
+        await settle(app, pilot)
+        ticket = str(app.screen.query_one("#text-view-body").render())
+
+    assert f"Escrowed to {path} (version 1, pending)" in shown
+    assert f"PIV PUK: {path}\n" in history
+    assert f"{path} v2" in ticket
+    for text in (shown, history, ticket):
+        assert "/data/" not in text
 
 
 async def test_set_puk_refused_when_on_file():

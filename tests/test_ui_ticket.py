@@ -257,7 +257,8 @@ async def test_h_shows_audit_sessions_and_escrow_metadata(make_app, settings):
         text = text_view(app)
         assert "(this session)" in text
         assert "verify-pin: wrong-pin 63C2 tries 3->2" in text
-        assert f"PIV PUK: {store.data_path(TOKEN_ID, SecretKind.PIV_PUK)}" in text
+        assert f"PIV PUK: secret/lab/keytriage/tokens/{TOKEN_ID}/piv-puk" in text
+        assert "/data/" not in text
         assert "v1 written" in text
         assert "(applied)" in text
         assert "last: v1 applied by alice at 2025-03-14T20:00:01Z" in text

@@ -265,9 +265,11 @@ def user_actions(actions: Iterable[str]) -> list[str]:
 def kv_reference(ref: str) -> str:
     """Return an escrow reference ("<path> v<version>") as "<KV path> v<version>".
 
-    The KV path is `<mount>/<base>/<id>/<kind>`, what `vault kv get` takes: the
-    API prefix "/v1/" and the KV version 2 "data/" segment after the mount are
-    dropped. A reference in another form is returned unchanged.
+    The KV path is `<mount>/<base>/<id>/<kind>`, what `vault kv get` takes.
+    `EscrowResult.reference()` already returns that form. A reference built
+    from an ACL or API path loses the "/v1/" prefix and the KV version 2
+    "data/" segment after the mount. A reference in another form is returned
+    unchanged.
     """
     match = _REF_VERSION.match(ref.strip())
     if match is None:
@@ -555,7 +557,7 @@ def _escrow_versions(store: object | None, token_id: str) -> list[str]:
 
         custom = metadata.custom_metadata
         applied = custom.get(META_APPLIED_VERSION)
-        path = store.data_path(token_id, kind) if hasattr(store, "data_path") else kind.value
+        path = store.kv_path(token_id, kind) if hasattr(store, "kv_path") else kind.value
         lines.append(f"  {kind.label}: {path}")
         for number in sorted(metadata.versions):
             info = metadata.versions[number]

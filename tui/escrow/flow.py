@@ -53,6 +53,7 @@ from tui.escrow.records import (
     RecordState,
     SecretKind,
     SecretMetadata,
+    kv_reference,
     utc_now,
 )
 from tui.escrow.store import EscrowStore, api_path
@@ -120,10 +121,15 @@ class SetRequest:
 
 @dataclass
 class PreflightReport:
-    """The pre-flight findings: paths, the current version to use as cas, and warnings."""
+    """The pre-flight findings: paths, the current version to use as cas, and warnings.
+
+    `data_path` and `metadata_path` are ACL paths for requests and permission
+    errors. `kv_path` is the record's location as technicians see it.
+    """
 
     data_path: str
     metadata_path: str
+    kv_path: str
     current_version: int
     metadata: SecretMetadata | None
     token: TokenInfo
@@ -140,6 +146,8 @@ class EscrowResult:
     when it is not safely recorded. `confirmed` is True once the outcome record
     (step 4) is written; `not_confirmed` flags an applied, failed or unknown
     outcome whose record is missing, and `retry_record()` writes it again.
+    `data_path` is the ACL path of the record's data, and `kv_path` the
+    location to show.
     """
 
     outcome: Outcome
@@ -153,6 +161,7 @@ class EscrowResult:
     conflict: ConflictInfo | None = None
     warnings: list[str] = field(default_factory=list)
     data_path: str | None = None
+    kv_path: str | None = None
     _retry: Callable[[], EscrowResult] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -175,6 +184,33 @@ class EscrowResult:
         if self._retry is None:
             raise EscrowError(f"There is no outcome record to retry for this {self.request.kind.label} result ({self.outcome.value}).")
         return self._retry()
+
+    @property
+    def version(self) -> int | None:
+        """The newest version this result wrote: the outcome record, else the pending one."""
+        return self.outcome_version or self.pending_version
+
+    def reference(self) -> str | None:
+        """Return `<KV path> v<version>` for tickets and logs, None when nothing was written."""
+        if not self.kv_path or not self.version:
+            return None
+        return kv_reference(self.kv_path, self.version)
+
+    def escrow_sentence(self) -> str:
+        """Return where the value was escrowed before it was sent and how the outcome was recorded.
+
+        The flow writes the value as pending (version N) before the token receives
+        it, then records the outcome as version N+1 with check-and-set on N.
+        """
+        where = self.kv_path or "the escrow record"
+        if not self.pending_version:
+            return f"Not escrowed to {where}; nothing was sent to the token."
+        text = f"Escrowed to {where} (version {self.pending_version}, pending) before it was set"
+        if self.outcome_version:
+            return f"{text}; recorded as {self.outcome.value} in version {self.outcome_version}."
+        if self.sent:
+            return f"{text}; the {self.outcome.value} outcome record is NOT CONFIRMED."
+        return f"{text}."
 
     def words(self) -> str:
         """Return a one-line summary, e.g. "PIV PUK applied, escrow version 2 (NOT CONFIRMED)"."""
@@ -236,6 +272,7 @@ class EscrowFlow:
         """Check that a value for `kind` can be escrowed now; raise a typed `EscrowError` if not."""
         data_path = self.store.data_path(token_id, kind)
         metadata_path = self.store.metadata_path(token_id, kind)
+        location = self.store.kv_path(token_id, kind)
 
         health = self.store.health()
         if not health.initialized:
@@ -259,16 +296,17 @@ class EscrowFlow:
         report = PreflightReport(
             data_path=data_path,
             metadata_path=metadata_path,
+            kv_path=location,
             current_version=metadata.current_version if metadata else 0,
             metadata=metadata,
             token=token,
             can_update_metadata=bool(metadata_caps & {"update", "root"}),
             can_read_values=bool(data_caps & {"read", "root"}),
         )
-        report.warnings.extend(self._version_warnings(metadata, data_path))
+        report.warnings.extend(self._version_warnings(metadata, location))
         return report
 
-    def _version_warnings(self, metadata: SecretMetadata | None, data_path: str) -> list[str]:
+    def _version_warnings(self, metadata: SecretMetadata | None, location: str) -> list[str]:
         kept = metadata.max_versions if metadata and metadata.max_versions else 0
         source = "the record"
         if not kept:
@@ -278,7 +316,7 @@ class EscrowFlow:
             kept = mount_value or VAULT_DEFAULT_MAX_VERSIONS
             source = f"the {self.store.mount} mount"
         if kept < self.min_versions:
-            return [f"{source.capitalize()} keeps only {kept} versions (max_versions) for {data_path}; each change writes two, "
+            return [f"{source.capitalize()} keeps only {kept} versions (max_versions) for {location}; each change writes two, "
                     f"so the applied value can be pruned after a few failed attempts. Ask the Vault administrators for max_versions of at least {self.min_versions}."]
         return []
 
@@ -296,7 +334,7 @@ class EscrowFlow:
         except EscrowError as error:
             log.warning("Escrow pre-flight failed for %s %s: %s", request.token_id, kind.value, error)
             result = EscrowResult(Outcome.REFUSED, request, f"The new {kind.label} was not set: {error}", error=error,
-                                  data_path=self.store.data_path(request.token_id, kind))
+                                  data_path=self.store.data_path(request.token_id, kind), kv_path=self.store.kv_path(request.token_id, kind))
             self._audit(result)
             return result
 
@@ -311,7 +349,7 @@ class EscrowFlow:
             log.warning("Escrow pending write failed for %s: %s", report.data_path, error)
             result = EscrowResult(Outcome.NOT_ESCROWED, request,
                                   f"The new {kind.label} was not escrowed and was not sent to the token: {error}",
-                                  error=error, warnings=report.warnings, data_path=report.data_path)
+                                  error=error, warnings=report.warnings, data_path=report.data_path, kv_path=report.kv_path)
             self._audit(result)
             return result
         log.info("Escrowed %s for %s as pending, version %d", kind.value, request.token_id, pending_version)
@@ -321,7 +359,7 @@ class EscrowFlow:
         state, status, note = self._apply(apply, kind)
         outcome_record = self._record(request, state, set_by, status)
         result = EscrowResult(Outcome(state.value), request, note, pending_version=pending_version, status=status,
-                              warnings=report.warnings, data_path=report.data_path)
+                              warnings=report.warnings, data_path=report.data_path, kv_path=report.kv_path)
         return self._write_outcome(result, report, custom, outcome_record)
 
     def _apply(self, apply: ApplyCallback, kind: SecretKind) -> tuple[RecordState, Status | None, str]:
@@ -380,7 +418,7 @@ class EscrowFlow:
         message = (f"Another technician wrote the {request.kind.label} record meanwhile ({who}). Nothing was sent to the token. "
                    "Check with them; to write anyway, confirm and the next write replaces that version.")
         result = EscrowResult(Outcome.CONFLICT, request, message, error=error, conflict=conflict, warnings=report.warnings,
-                              data_path=report.data_path)
+                              data_path=report.data_path, kv_path=report.kv_path)
         self._audit(result)
         return result
 
@@ -443,8 +481,8 @@ class EscrowFlow:
                 status=result.status.sw if result.status else None,
                 reason=request.reason or None,
                 ticket=request.ticket or None,
-                escrow_path=result.data_path,
-                escrow_version=result.outcome_version or result.pending_version,
+                escrow_path=result.kv_path,
+                escrow_version=result.version,
             )
         except KeytriageError as error:
             log.warning("Cannot write the audit record for %s: %s", request.token_id, error)

@@ -26,6 +26,7 @@ from tui.escrow.records import (
     SecretKind,
     SecretMetadata,
     VersionInfo,
+    kv_path,
     record_path,
     utc_now,
 )
@@ -97,6 +98,10 @@ class MemoryStore:
     def data_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
         """Return the ACL path of the record's data."""
         return f"{self.mount}/data/{record_path(self.base_path, token_id, kind)}"
+
+    def kv_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
+        """Return the record's KV path, the form shown to technicians."""
+        return kv_path(self.mount, self.base_path, token_id, kind)
 
     def metadata_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
         """Return the ACL path of the record's metadata."""

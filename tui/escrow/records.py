@@ -138,6 +138,22 @@ def record_path(base_path: str, token_id: TokenId | str, kind: SecretKind) -> st
     return f"{base_path.strip('/')}/{token_id}/{kind.value}"
 
 
+def kv_path(mount: str, base_path: str, token_id: TokenId | str, kind: SecretKind) -> str:
+    """Return the record's KV path `<mount>/<base_path>/<token ID>/<kind>`.
+
+    This is the one form the UI, tickets, the audit trail and the activity log
+    show, because it is what `vault kv get -version=N <path>` takes. The API
+    paths with `data/` and `metadata/` after the mount are for HTTP requests
+    and policies only.
+    """
+    return f"{mount.strip('/')}/{record_path(base_path, token_id, kind)}"
+
+
+def kv_reference(path: str, version: int) -> str:
+    """Return a reference to one version of a record, `<KV path> v<version>`."""
+    return f"{path} v{version}"
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One version as metadata describes it."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tui.escrow.config import TokenInfo, VaultConfig, build_client, lookup_token
 from tui.escrow.errors import EscrowError, VaultPathError, VaultPermissionError, decode_vault_error
-from tui.escrow.records import EscrowRecord, SecretKind, SecretMetadata, VersionInfo, record_path
+from tui.escrow.records import EscrowRecord, SecretKind, SecretMetadata, VersionInfo, kv_path, record_path
 from tui.model import TokenId
 from tui.secret import Secret
 
@@ -41,13 +41,17 @@ class EscrowStore(Protocol):
     """Versioned storage of escrow records, with check-and-set writes.
 
     Paths without `/v1/` (for example `secret/data/keytriage/tokens/x/piv-puk`)
-    are ACL paths as policies name them; `*_api_path` adds `/v1/`.
+    are ACL paths as policies name them, and `api_path` adds `/v1/`. What a
+    technician reads and types is `kv_path` (`secret/keytriage/tokens/x/piv-puk`).
     """
 
     mount: str
     base_path: str
     is_lab: bool
     address: str
+
+    def kv_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
+        """Return the record's KV path `<mount>/<base>/<id>/<kind>`, the form `vault kv get` takes."""
 
     def data_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
         """Return the ACL path of the record's data, `<mount>/data/<base>/<id>/<kind>`."""
@@ -113,6 +117,10 @@ class VaultStore:
     def data_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
         """Return the ACL path of the record's data."""
         return f"{self.mount}/data/{self._sub_path(token_id, kind)}"
+
+    def kv_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
+        """Return the record's KV path, the form shown to technicians."""
+        return kv_path(self.mount, self.base_path, token_id, kind)
 
     def metadata_path(self, token_id: TokenId | str, kind: SecretKind) -> str:
         """Return the ACL path of the record's metadata."""

@@ -395,7 +395,7 @@ class EscrowFeature:
 
         # 3. Confirm what is sent.
         context = self.escrow_context
-        path = context.store.data_path(token_id, SecretKind.PIV_PUK)
+        path = context.store.kv_path(token_id, SecretKind.PIV_PUK)
         if not await self.push_screen_wait(ConfirmModal("Set PUK", self._set_puk_confirmation(token, path), confirm_key="s",
                                                         confirm_label="Send", id="set-puk-confirm")):
             self.activity.add("Set PUK cancelled; nothing was sent")
@@ -486,8 +486,8 @@ class EscrowFeature:
         shown = "It is shown once afterwards." if self.escrow_context.show_new_values else "It is not shown; it stays in Vault."
         return (f"Send PIV CHANGE REFERENCE DATA for the PUK (00 24 00 81) to {token.profile.label} {token.token_id} "
                 f"in {token.reader}, with the current PUK and a new generated 8-digit PUK.\n\n"
-                f"The new PUK reaches escrow first: it is written to /v1/{path} as pending before anything is sent, "
-                f"and the outcome is recorded as a new version. {shown}\n\n{cost}")
+                f"The new PUK reaches escrow first: it is written to {path} as pending before anything is sent, "
+                f"and the outcome is recorded as the next version. {shown}\n\n{cost}")
 
     async def _escrow_run_write(self, token: TokenScan, old_puk: Secret, confirmed_version: int | None) -> EscrowResult | None:
         from tui.escrow.actions import SET_PUK_REASON, set_piv_puk
@@ -524,11 +524,11 @@ class EscrowFeature:
         from tui.escrow.flow import Outcome
 
         token_id = token.token_id
-        path = f"/v1/{result.data_path}" if result.data_path else "the escrow record"
-        version = result.outcome_version or result.pending_version
+        version = result.version
+        reference = result.reference()
         self.activity.add(f"Set PUK on {token_id}: {result.words()}")
         self.session.add_event("escrow", f"set PUK: {result.words()}", token_id=token_id, applet="smart card",
-                               escrow_refs=[f"{path} v{version}"] if version else [])
+                               escrow_refs=[reference] if reference else [])
         if result.not_confirmed:
             self.escrow_unconfirmed.append(result)
             self._escrow_banner()
@@ -540,12 +540,12 @@ class EscrowFeature:
         from tui.ui.modals import ErrorModal, ShowOnceModal
         from tui.ui.vault_screens import OutcomeModal
 
-        path = f"/v1/{result.data_path}" if result.data_path else "the escrow record"
-        version = result.outcome_version or result.pending_version
+        path = result.kv_path or "the escrow record"
+        version = result.version
         if result.not_confirmed:
             await self.push_screen_wait(ErrorModal("Set PUK: NOT CONFIRMED", f"{result.message}\n\nPress e to retry the record."))
         elif result.outcome is Outcome.APPLIED:
-            message = f"The token accepted the new PUK. It is escrowed as applied at {path}, version {version}."
+            message = f"The token accepted the new PUK. {result.escrow_sentence()}"
             if self.escrow_context.show_new_values:
                 await self.push_screen_wait(ShowOnceModal("New PUK", "New PIV PUK", result.value, message))
             else:

@@ -261,7 +261,7 @@ class FidoFeature:
         say(result.message)
         if result.sent:
             self._fido_changed_keys().add(key)
-        escrow = [f"{result.data_path} v{result.outcome_version or result.pending_version}"] if result.data_path else []
+        escrow = [result.reference()] if result.reference() else []
         self.session.add_event(kind="fido-pin-set", summary=result.words(), token_id=key, applet="FIDO", escrow_refs=escrow)
 
         if result.sent and (generated or result.not_confirmed):

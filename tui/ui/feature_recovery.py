@@ -511,7 +511,7 @@ class RecoveryFeature:
                 self.notify(f"Escrow record written: {escrow_where(escrow)}")
                 return
 
-        note = f"{reminder}\nEscrowed to {escrow_where(escrow)} before it was set." if escrow is not None else reminder
+        note = f"{reminder}\n{escrow.escrow_sentence()}" if escrow is not None else reminder
         await self.push_screen_wait(ShowOnceModal(f"{label} (shown once)", label, secret, note))
 
     # --- admin-key unlock ---------------------------------------------------
@@ -818,7 +818,7 @@ def escrow_where(escrow) -> str:
     if escrow is None:
         return "escrow (no record)"
     version = escrow.outcome_version or escrow.pending_version
-    return f"{escrow.data_path or 'escrow'}, version {version if version else '?'}"
+    return f"{escrow.kv_path or 'escrow'}, version {version if version else '?'}"
 
 
 def validate_typed_puk(puk: Secret) -> str | None:
