@@ -183,7 +183,9 @@ class XauthOutcome(str, enum.Enum):
 
 
 VERDICTS = {
-    XauthOutcome.FUNCTIONAL: "External auth is functional: investigate the relying system.",
+    # Worded to read right in a ticket also when the test was only a check after another fix.
+    XauthOutcome.FUNCTIONAL: ("External auth is functional: the token accepted the admin key. If a system "
+                              "that uses it still fails, investigate that system."),
     XauthOutcome.FAILED: "Wrong key on file or corrupted key on the token.",
     XauthOutcome.BLOCKED: "The admin key is blocked on the token.",
     XauthOutcome.NOT_INITIALISED: "No admin key is set on this token (XAUTH1 not initialised).",
