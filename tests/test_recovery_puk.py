@@ -259,3 +259,20 @@ def test_event_and_audit_hold_no_secret(tmp_path):
     assert "58302716" not in text
     assert "73910264" not in text
     assert "73910264" not in repr(lab.channel.exchanges)
+
+
+def test_audit_and_ticket_name_kv_path(tmp_path):
+    import json
+
+    lab = make_lab("pin-locked-puk", tmp_path)
+
+    result = reset_pin_with_puk(lab.channel, lab.token, lab.session, puk_from_escrow(lab.token, lab.session),
+                                new_pin=Secret("58302716"))
+
+    # One form for a person to read and type: the path `vault kv get` takes, never the API path.
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    [path] = [record["details"]["escrow_path"] for record in records
+              if record["operation"] == OPERATION and "escrow_path" in record["details"]]
+    assert path == result.escrow.kv_path
+    assert "/data/" not in path
+    assert lab.session.events[-1].escrow_refs == [result.escrow.reference()]

@@ -305,9 +305,9 @@ def _finish(session, token: TokenScan, puk: PukChoice, result: PukResetResult) -
     escrow = result.escrow
     session.audit.record(OPERATION, result.outcome.value, token_id=token.token_id, profile=token.profile.value,
                          status=status, tries_after=result.puk_tries_left, source=puk.source.value, reason=reason,
-                         escrow_path=getattr(escrow, "data_path", None), step="6")
-    refs = [f"{escrow.data_path} v{escrow.outcome_version or escrow.pending_version}"] if getattr(escrow, "data_path", None) and (
-        escrow.outcome_version or escrow.pending_version) else []
+                         escrow_path=getattr(escrow, "kv_path", None), step="6")
+    reference = escrow.reference() if escrow is not None else None
+    refs = [reference] if reference else []
     actions = ["Change the PIN issued by the help desk to one only you know."] if result.outcome is PukResetOutcome.RESET else []
     session.add_event("puk-reset", f"Step 6 PUK reset ({puk.source.value}): {result.outcome.value}", token_id=token.token_id,
                       applet="smart card", resolved_by="PUK reset" if result.outcome is PukResetOutcome.RESET else None,

@@ -242,8 +242,7 @@ def reprovision(channel: Channel, token: TokenScan, scan: ScanResult, session, *
                          status=result.status.sw if result.status else None, method=plan.method.value, step="10")
     if result.wiped:
         result.follow_up = list(plan.follow_up)
-        refs = [f"{e.data_path} v{e.outcome_version or e.pending_version}" for e in result.escrow
-                if getattr(e, "data_path", None) and (e.outcome_version or e.pending_version)]
+        refs = [reference for reference in (e.reference() for e in result.escrow) if reference]
         session.add_event("reprovision", f"Step 10 reprovision ({plan.method.value}): token wiped", token_id=token_id,
                           applet="smart card", resolved_by="full reprovision", escrow_refs=refs,
                           user_actions=list(plan.follow_up))

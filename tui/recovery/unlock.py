@@ -224,9 +224,9 @@ def _finish(session, token: TokenScan, key_source: AdminKeySource, result: Unloc
     escrow = result.escrow
     session.audit.record(OPERATION, result.outcome.value, token_id=token.token_id, profile=token.profile.value,
                          status=status, tries_after=result.unlock_tries_left, source=key_source.value,
-                         escrow_path=getattr(escrow, "data_path", None), step="6a")
-    version = getattr(escrow, "outcome_version", None) or getattr(escrow, "pending_version", None)
-    refs = [f"{escrow.data_path} v{version}"] if getattr(escrow, "data_path", None) and version else []
+                         escrow_path=getattr(escrow, "kv_path", None), step="6a")
+    reference = escrow.reference() if escrow is not None else None
+    refs = [reference] if reference else []
     unlocked = result.outcome is UnlockOutcome.UNLOCKED
     session.add_event("admin-unlock", f"Admin-key unlock ({key_source.value}): {result.outcome.value}",
                       token_id=token.token_id, applet="smart card", resolved_by="admin-key unlock" if unlocked else None,
