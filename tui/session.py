@@ -70,7 +70,7 @@ class Session:
         """Mark each scanned lab key (`TokenScan.is_lab`) in the audit trail, so its records have `lab: true`.
 
         A lab key served through pcscd looks like hardware to this session,
-        whose trail is not a lab trail; only its reserved ID gives it away.
+        whose trail is not a lab trail. Only its reserved ID marks it as a lab key.
         """
         for token in tokens:
             if token.is_lab and token.token_id is not None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from textual.binding import Binding
 
 
-# The actions the main screen's footer shows. At 80 columns the footer holds
-# about seven keys next to the palette key, and Textual draws the rest off
-# screen, where help and quit used to end up. The runbook panel names the key
+# The actions the main screen's key bar shows. At 80 columns the bar has room
+# for about seven keys next to the palette key, and the rest would be cut off,
+# where help and quit used to end up. The runbook panel names the key
 # of the next step, and help and the palette (ctrl+p) list every action.
 FOOTER_ACTION_IDS = frozenset({"rescan", "triage", "verify", "fido", "ticket", "help", "quit"})
 

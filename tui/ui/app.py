@@ -283,7 +283,7 @@ class KeytriageApp(SmallTerminalGuard, RecoveryFeature, EscrowFeature, FidoFeatu
             return
 
         self.scan_result = message.result
-        # Before any feature writes a record about a served lab key, so the record says lab: true.
+        # Before any feature writes a record about a served lab key, so that record has lab: true.
         self.session.note_scan(message.result.tokens)
         self.main_screen.query_one(HeaderBar).show_lab_key(any(token.is_lab for token in message.result.tokens))
         self._show_state(f"Scanned {self.clock():%H:%M:%S}")

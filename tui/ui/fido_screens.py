@@ -496,7 +496,7 @@ class ResetWizardScreen(Screen):
     def _countdown_text(self) -> str:
         wizard = self.wizard
         if wizard.window_closed():
-            # A slow identity check outlived the window: say so now, not once the check ends.
+            # A slow identity check outlived the window, so the countdown reports it now, not once the check ends.
             return (f"The {wizard.window_s:g} s window after insertion has closed: no reset will be sent. "
                     "The identity check is finishing.")
         left = wizard.seconds_left()

@@ -35,7 +35,7 @@ from tui.runbook import STEPS, OfferedStep, RunbookResult
 from tui.ui.actions import all_actions
 
 # Marks in front of runbook lines. Each line also states its outcome in words.
-# A tick means the step found nothing wrong; a step that found a problem
+# A tick means the step found nothing wrong. A step that found a problem
 # (a blocked PIN, no PUK command) gets "!", because a tick reads as "fine".
 MARK_DONE = "✔"
 MARK_STOP = "✖"
